@@ -76,24 +76,26 @@ fn stream_change<T: DeserializeOwned>(
             });
         }
     };
-    let image = |item: &serde_dynamo::Item, image: &'static str| -> Result<Option<T>, EnvelopeError> {
-        if item.is_empty() {
-            return Ok(None);
-        }
-        serde_dynamo::from_item(item.clone())
-            .map(Some)
-            .map_err(|source| EnvelopeError::Image {
-                event_id: event_id.clone(),
-                sequence_number: sequence_number.clone(),
-                image,
-                source,
-            })
-    };
+    let image =
+        |item: &serde_dynamo::Item, image: &'static str| -> Result<Option<T>, EnvelopeError> {
+            if item.is_empty() {
+                return Ok(None);
+            }
+            serde_dynamo::from_item(item.clone())
+                .map(Some)
+                .map_err(|source| EnvelopeError::Image {
+                    event_id: event_id.clone(),
+                    sequence_number: sequence_number.clone(),
+                    image,
+                    source,
+                })
+        };
     let new_image = image(&change.new_image, "NewImage")?;
     let old_image = image(&change.old_image, "OldImage")?;
 
     let created = change.approximate_creation_date_time;
-    let approximate_creation = if created.timestamp() == 0 && created.timestamp_subsec_nanos() == 0 {
+    let approximate_creation = if created.timestamp() == 0 && created.timestamp_subsec_nanos() == 0
+    {
         None
     } else {
         OffsetDateTime::from_unix_timestamp_nanos(

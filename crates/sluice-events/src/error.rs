@@ -8,7 +8,9 @@ pub enum KeyError {
     #[error("object key `{key}` has a malformed percent escape at byte {offset}")]
     MalformedEscape { key: String, offset: usize },
     /// The decoded bytes are not UTF-8 (S3 keys always are).
-    #[error("object key `{key}` does not decode to UTF-8 (invalid byte at decoded offset {valid_up_to})")]
+    #[error(
+        "object key `{key}` does not decode to UTF-8 (invalid byte at decoded offset {valid_up_to})"
+    )]
     InvalidUtf8 { key: String, valid_up_to: usize },
 }
 
@@ -48,7 +50,9 @@ pub enum EnvelopeError {
     #[error("{at}: {source}")]
     Key { at: String, source: KeyError },
 
-    #[error("{at}: EventBridge S3 event of type {detail_type:?} is neither `Object Created` nor `Object Deleted`")]
+    #[error(
+        "{at}: EventBridge S3 event of type {detail_type:?} is neither `Object Created` nor `Object Deleted`"
+    )]
     UnsupportedDetailType { at: String, detail_type: String },
 
     #[error("{at}: typed event could not be re-serialised to JSON: {source}")]
@@ -63,26 +67,37 @@ pub enum EnvelopeError {
         source: serde_json::Error,
     },
 
-    #[error("Kinesis record {sequence_number}: eventID {event_id:?} does not start with `shardId-…:`")]
+    #[error(
+        "Kinesis record {sequence_number}: eventID {event_id:?} does not start with `shardId-…:`"
+    )]
     MissingShardId {
         sequence_number: String,
         event_id: Option<String>,
     },
 
-    #[error("Kinesis record {sequence_number}: approximateArrivalTimestamp {seconds} is out of range")]
-    ArrivalOutOfRange { sequence_number: String, seconds: String },
+    #[error(
+        "Kinesis record {sequence_number}: approximateArrivalTimestamp {seconds} is out of range"
+    )]
+    ArrivalOutOfRange {
+        sequence_number: String,
+        seconds: String,
+    },
 
     #[error("DynamoDB stream record {event_id}: no SequenceNumber")]
     MissingSequenceNumber { event_id: String },
 
-    #[error("DynamoDB stream record {event_id} (sequence {sequence_number}): unknown eventName {event_name:?}")]
+    #[error(
+        "DynamoDB stream record {event_id} (sequence {sequence_number}): unknown eventName {event_name:?}"
+    )]
     UnknownChangeKind {
         event_id: String,
         sequence_number: String,
         event_name: String,
     },
 
-    #[error("DynamoDB stream record {event_id} (sequence {sequence_number}): {image} does not match the target type: {source}")]
+    #[error(
+        "DynamoDB stream record {event_id} (sequence {sequence_number}): {image} does not match the target type: {source}"
+    )]
     Image {
         event_id: String,
         sequence_number: String,

@@ -138,7 +138,10 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("bad%C3%28name"));
-        assert!(matches!(decode_s3_key("%FF"), Err(KeyError::InvalidUtf8 { .. })));
+        assert!(matches!(
+            decode_s3_key("%FF"),
+            Err(KeyError::InvalidUtf8 { .. })
+        ));
     }
 
     #[test]
@@ -163,18 +166,36 @@ mod tests {
     #[test]
     fn sequencers_compare_after_zero_padding_the_shorter() {
         // The S3 docs: shorter is right-padded with zeros before comparing.
-        assert_eq!(compare_sequencers("0055AED6DCD9028", "0055AED6DCD90281E5"), Ordering::Less);
-        assert_eq!(compare_sequencers("0055AED6DCD90281E5", "0055AED6DCD9028"), Ordering::Greater);
-        assert_eq!(compare_sequencers("0055AED6DCD90281", "0055AED6DCD9028100"), Ordering::Equal);
+        assert_eq!(
+            compare_sequencers("0055AED6DCD9028", "0055AED6DCD90281E5"),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_sequencers("0055AED6DCD90281E5", "0055AED6DCD9028"),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_sequencers("0055AED6DCD90281", "0055AED6DCD9028100"),
+            Ordering::Equal
+        );
         // A longer sequencer is not automatically later.
-        assert_eq!(compare_sequencers("0062E99A88DC407460", "0062E99A88DC4075"), Ordering::Less);
+        assert_eq!(
+            compare_sequencers("0062E99A88DC407460", "0062E99A88DC4075"),
+            Ordering::Less
+        );
         assert_eq!(compare_sequencers("A", "9FFFFFFF"), Ordering::Greater);
     }
 
     #[test]
     fn sequencers_compare_ignoring_hex_case() {
-        assert_eq!(compare_sequencers("617f08299329d189", "617F08299329D189"), Ordering::Equal);
-        assert_eq!(compare_sequencers("617f08299329d18a", "617F08299329D189"), Ordering::Greater);
+        assert_eq!(
+            compare_sequencers("617f08299329d189", "617F08299329D189"),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_sequencers("617f08299329d18a", "617F08299329D189"),
+            Ordering::Greater
+        );
     }
 
     #[test]

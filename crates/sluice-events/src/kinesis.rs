@@ -85,7 +85,8 @@ pub fn kinesis_records_from_value(event: &Value) -> Result<Vec<KinesisRecordData
                 _ => None,
             }
             .ok_or_else(|| out_of_range(format!("{raw:?}")))?;
-            let arrival = arrival_from_epoch_seconds(seconds).ok_or_else(|| out_of_range(seconds.to_string()))?;
+            let arrival = arrival_from_epoch_seconds(seconds)
+                .ok_or_else(|| out_of_range(seconds.to_string()))?;
             record_data(record, arrival)
         })
         .collect()
@@ -103,7 +104,6 @@ fn arrival_from_epoch_seconds(seconds: f64) -> Option<OffsetDateTime> {
     if millis.abs() > 9_007_199_254_740_992.0 {
         return None;
     }
-    #[allow(clippy::cast_possible_truncation)]
     let millis = millis as i64;
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok()
 }

@@ -87,7 +87,9 @@ pub enum S3Notice {
     Object(S3ObjectEvent),
     /// The `s3:TestEvent` S3 sends when a notification configuration is
     /// saved. Carries no object; callers skip it (it is not an error).
-    TestEvent { bucket: Option<String> },
+    TestEvent {
+        bucket: Option<String>,
+    },
 }
 
 impl S3Notice {
@@ -281,7 +283,9 @@ fn notices_from_record(record: &Value, at: &str) -> Result<Vec<S3Notice>, Envelo
         .and_then(Value::as_str)
         .unwrap_or("");
     match event_source {
-        "aws:s3" => Ok(vec![S3Notice::Object(notification_object_event(record, at)?)]),
+        "aws:s3" => Ok(vec![S3Notice::Object(notification_object_event(
+            record, at,
+        )?)]),
         "aws:sns" => {
             let id = str_at(record, &["Sns", "MessageId"]).unwrap_or("?");
             let at = format!("{at} (SNS message {id})");
@@ -352,7 +356,8 @@ fn eventbridge_object_event(event: &Value, at: &str) -> Result<S3ObjectEvent, En
             None => "ObjectCreated".to_owned(),
         },
         "Object Deleted" => {
-            let marker = str_at(event, &["detail", "deletion-type"]) == Some("Delete Marker Created");
+            let marker =
+                str_at(event, &["detail", "deletion-type"]) == Some("Delete Marker Created");
             match (reason, marker) {
                 (Some("Lifecycle Expiration"), false) => "LifecycleExpiration:Delete".to_owned(),
                 (Some("Lifecycle Expiration"), true) => {
@@ -369,13 +374,23 @@ fn eventbridge_object_event(event: &Value, at: &str) -> Result<S3ObjectEvent, En
             });
         }
     };
-    let bucket = required_str(event, &["detail", "bucket", "name"], "detail.bucket.name", at)?;
+    let bucket = required_str(
+        event,
+        &["detail", "bucket", "name"],
+        "detail.bucket.name",
+        at,
+    )?;
     let key = required_str(event, &["detail", "object", "key"], "detail.object.key", at)?;
     Ok(S3ObjectEvent {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
         raw_key: key.to_owned(),
-        size: optional_size(event, &["detail", "object", "size"], "detail.object.size", at)?,
+        size: optional_size(
+            event,
+            &["detail", "object", "size"],
+            "detail.object.size",
+            at,
+        )?,
         etag: optional_str(event, &["detail", "object", "etag"]),
         sequencer: optional_str(event, &["detail", "object", "sequencer"]),
         version_id: optional_str(event, &["detail", "object", "version-id"]),

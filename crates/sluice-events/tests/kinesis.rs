@@ -1,0 +1,92 @@
+//! Kinesis records from a realistic Lambda event.
+
+use serde_json::Value;
+use sluice_events::aws_lambda_events::kinesis::KinesisEvent;
+use sluice_events::{
+    EnvelopeError, compare_sequence_numbers, kinesis_records, kinesis_records_from_value,
+};
+use time::macros::datetime;
+
+const KINESIS: &str = include_str!("fixtures/kinesis.json");
+
+#[test]
+fn records_carry_shard_id_sequence_partition_key_and_decoded_data() {
+    let event: KinesisEvent = serde_json::from_str(KINESIS).unwrap();
+    let records = kinesis_records(&event).unwrap();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0].shard_id, "shardId-000000000000");
+    assert_eq!(
+        records[0].sequence_number,
+        "49651505085739424382836587432514536627063744577553006594"
+    );
+    assert_eq!(records[0].partition_key, "crash-7f3a");
+    assert_eq!(
+        records[0].data,
+        br#"{"crash_id":"7f3a","ts":"2024-05-14T09:12:31Z"}"#
+    );
+    assert_eq!(records[1].shard_id, "shardId-000000000003");
+    assert_eq!(records[2].shard_id, "shardId-000000000003");
+}
+
+#[test]
+fn arrival_time_is_utc_with_milliseconds() {
+    let event: KinesisEvent = serde_json::from_str(KINESIS).unwrap();
+    let records = kinesis_records(&event).unwrap();
+    assert_eq!(records[0].arrival, datetime!(2024-05-14 09:12:31.987 UTC));
+    assert_eq!(records[1].arrival, datetime!(2024-05-14 09:12:32.007 UTC));
+    assert!(records[0].arrival.offset().is_utc());
+    // Whole seconds are right even where aws_lambda_events misreads the fraction.
+    assert_eq!(records[2].arrival.unix_timestamp(), 1_715_677_952);
+}
+
+#[test]
+fn arrival_from_raw_json_keeps_trailing_zero_milliseconds() {
+    // The fixture's third record arrived at …52.980, sent as 1715677952.98.
+    let records = kinesis_records_from_value(&serde_json::from_str(KINESIS).unwrap()).unwrap();
+    assert_eq!(records[2].arrival, datetime!(2024-05-14 09:12:32.980 UTC));
+    assert_eq!(records[0].arrival, datetime!(2024-05-14 09:12:31.987 UTC));
+    assert_eq!(records[1].arrival, datetime!(2024-05-14 09:12:32.007 UTC));
+
+    let typed: KinesisEvent = serde_json::from_str(KINESIS).unwrap();
+    let from_typed = kinesis_records(&typed).unwrap();
+    for (raw, typed) in records.iter().zip(&from_typed) {
+        assert_eq!(
+            (&raw.shard_id, &raw.sequence_number, &raw.data),
+            (&typed.shard_id, &typed.sequence_number, &typed.data)
+        );
+    }
+}
+
+#[test]
+fn records_from_value_rejects_a_non_kinesis_event() {
+    let err =
+        kinesis_records_from_value(&serde_json::json!({"Records": [{"body": "x"}]})).unwrap_err();
+    assert!(matches!(err, EnvelopeError::InvalidKinesisEvent { .. }));
+}
+
+#[test]
+fn event_id_without_shard_is_an_error_naming_the_sequence_number() {
+    let mut event: Value = serde_json::from_str(KINESIS).unwrap();
+    event["Records"][1]["eventID"] =
+        "49651505085806326617433117123658226488113624839036305458".into();
+    let typed: KinesisEvent = serde_json::from_value(event).unwrap();
+    let err = kinesis_records(&typed).unwrap_err();
+    assert!(
+        matches!(&err, EnvelopeError::MissingShardId { sequence_number, .. }
+            if sequence_number == "49651505085806326617433117123658226488113624839036305458")
+    );
+    assert!(
+        err.to_string()
+            .contains("49651505085806326617433117123658226488113624839036305458")
+    );
+}
+
+#[test]
+fn batch_sequence_numbers_increase_within_a_shard() {
+    let event: KinesisEvent = serde_json::from_str(KINESIS).unwrap();
+    let records = kinesis_records(&event).unwrap();
+    assert_eq!(
+        compare_sequence_numbers(&records[1].sequence_number, &records[2].sequence_number),
+        std::cmp::Ordering::Less
+    );
+}
