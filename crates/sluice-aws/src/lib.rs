@@ -1,1 +1,36 @@
-//! placeholder
+//! AWS access for the sluice functions: SDK clients built from the environment,
+//! retries with full-jitter backoff bounded by the invocation's deadline, and
+//! batch writers that respect service limits and resend only what failed.
+//!
+//! What lives here:
+//! - [`clients`]: one `SdkConfig` from the environment (LocalStack via
+//!   `AWS_ENDPOINT_URL[_<SERVICE>]`, S3 switched to path-style addressing then).
+//! - [`retry`]: [`Deadline`], [`Backoff`], [`retry_transient`] and the one place
+//!   where SDK errors are classified transient or permanent ([`is_transient`]).
+//! - [`kinesis`]: [`PutRecordsWriter`] — ≤500 records / ≤5 MiB per call, oversize
+//!   records rejected up front, only failed entries resent.
+//! - [`sqs`]: [`SendBatchWriter`] — ≤10 entries / ≤256 KiB per call, caller ids mapped
+//!   to valid batch entry ids, only failed non-sender-fault entries resent.
+//! - [`dynamodb`]: conditional `UpdateItem` / `PutItem` whose failed condition is an
+//!   outcome ([`UpdateOutcome::ConditionFailed`]), not an error.
+//! - [`s3`]: whole-object get/put with `NotFound` / transient / permanent errors.
+//!
+//! What does not: event parsing (`sluice-events`), handler plumbing and configuration
+//! (`sluice-lambda`), and any decision about what a function does with a failure —
+//! the writers report, the handler decides (partial batch response, DLQ, error prefix).
+//!
+//! Retry layering: the SDK clients keep their own standard retry (a few quick attempts
+//! on throttling, 5xx and connection errors). The loops here sit on top of it and add
+//! what the SDK cannot know: partial batch failures (a `PutRecords` or
+//! `SendMessageBatch` that *succeeds* with failed entries) and the Lambda deadline.
+//! Every loop checks the deadline before each sleep and never sleeps past it.
+
+pub mod clients;
+pub mod retry;
+
+#[cfg(test)]
+mod test_support;
+
+pub use retry::{
+    Backoff, Deadline, Transient, error_code, is_transient, retry_transient, retry_transient_if,
+};
