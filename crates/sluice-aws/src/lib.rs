@@ -25,12 +25,17 @@
 //! `SendMessageBatch` that *succeeds* with failed entries) and the Lambda deadline.
 //! Every loop checks the deadline before each sleep and never sleeps past it.
 
+mod batching;
 pub mod clients;
+pub mod kinesis;
 pub mod retry;
 
 #[cfg(test)]
 mod test_support;
 
+pub use kinesis::{
+    FailedRecord, OutgoingRecord, PutRecordsWriter, PutReport, RejectReason, Rejected,
+};
 pub use retry::{
     Backoff, Deadline, Transient, error_code, is_transient, retry_transient, retry_transient_if,
 };
