@@ -29,6 +29,7 @@ mod batching;
 pub mod clients;
 pub mod kinesis;
 pub mod retry;
+pub mod sqs;
 
 #[cfg(test)]
 mod test_support;
@@ -39,3 +40,4 @@ pub use kinesis::{
 pub use retry::{
     Backoff, Deadline, Transient, error_code, is_transient, retry_transient, retry_transient_if,
 };
+pub use sqs::{FailedMessage, OutgoingMessage, SendBatchWriter, SendReport};
