@@ -27,17 +27,23 @@
 
 mod batching;
 pub mod clients;
+pub mod dynamodb;
 pub mod kinesis;
 pub mod retry;
+pub mod s3;
 pub mod sqs;
 
 #[cfg(test)]
 mod test_support;
 
+pub use dynamodb::{
+    DynamoError, UpdateOutcome, put_conditional, put_if_absent, update_conditional,
+};
 pub use kinesis::{
     FailedRecord, OutgoingRecord, PutRecordsWriter, PutReport, RejectReason, Rejected,
 };
 pub use retry::{
     Backoff, Deadline, Transient, error_code, is_transient, retry_transient, retry_transient_if,
 };
+pub use s3::{S3Error, get_object_bytes, put_object_bytes};
 pub use sqs::{FailedMessage, OutgoingMessage, SendBatchWriter, SendReport};
