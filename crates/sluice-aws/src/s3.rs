@@ -1,0 +1,334 @@
+//! Whole-object S3 reads and writes with errors a handler can act on: a missing object
+//! ([`S3Error::NotFound`], permanent — often a notification for an object deleted
+//! since), a transient failure (retry or let the event be redelivered), or a
+//! permanent one.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use bytes::Bytes;
+
+use crate::retry::{Backoff, Deadline, error_code, error_message, is_transient, retry_transient};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum S3Error {
+    #[error("s3://{bucket}/{key} does not exist")]
+    NotFound { bucket: String, key: String },
+    #[error("S3 {operation} s3://{bucket}/{key} failed transiently: {code}: {message}")]
+    Transient {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        code: String,
+        message: String,
+    },
+    #[error("S3 {operation} s3://{bucket}/{key} failed: {code}: {message}")]
+    Permanent {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        code: String,
+        message: String,
+    },
+}
+
+impl S3Error {
+    /// Whether a later attempt could succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    fn from_sdk<E>(
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+        err: &SdkError<E, HttpResponse>,
+    ) -> Self
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let code = error_code(err);
+        let message = error_message(err);
+        if is_transient(err) {
+            Self::Transient {
+                operation,
+                bucket,
+                key,
+                code,
+                message,
+            }
+        } else {
+            Self::Permanent {
+                operation,
+                bucket,
+                key,
+                code,
+                message,
+            }
+        }
+    }
+}
+
+fn is_not_found(err: &SdkError<GetObjectError, HttpResponse>) -> bool {
+    if matches!(err.as_service_error(), Some(GetObjectError::NoSuchKey(_))) {
+        return true;
+    }
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = aws_smithy_types::error::metadata::ProvideErrorMetadata::code(service.err());
+            code == Some("NoSuchKey")
+                || (service.raw().status().as_u16() == 404 && code != Some("NoSuchBucket"))
+        }
+        _ => false,
+    }
+}
+
+/// Reads a whole object. (The SDK's own retry applies; no loop of ours.)
+pub async fn get_object_bytes(client: &Client, bucket: &str, key: &str) -> Result<Bytes, S3Error> {
+    let output = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|err| {
+            if is_not_found(&err) {
+                S3Error::NotFound {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                }
+            } else {
+                S3Error::from_sdk("GetObject", bucket, key, &err)
+            }
+        })?;
+    let body = output
+        .body
+        .collect()
+        .await
+        .map_err(|err| S3Error::Transient {
+            operation: "GetObject",
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            code: "BodyReadError".to_owned(),
+            message: DisplayErrorContext(&err).to_string(),
+        })?;
+    Ok(body.into_bytes())
+}
+
+/// Writes a whole object with its content type and user metadata (`x-amz-meta-*`),
+/// retrying transient failures with [`Backoff::default`] within `deadline`.
+pub async fn put_object_bytes(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    body: impl Into<Bytes>,
+    content_type: &str,
+    metadata: &[(&str, &str)],
+    deadline: &Deadline,
+) -> Result<(), S3Error> {
+    let body = body.into();
+    // The fluent builder holds a one-shot body stream, so each attempt builds afresh.
+    retry_transient(&Backoff::default(), deadline, || {
+        metadata
+            .iter()
+            .fold(client.put_object(), |request, (name, value)| {
+                request.metadata(*name, *value)
+            })
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body.clone()))
+            .send()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|err| S3Error::from_sdk("PutObject", bucket, key, &err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{http_response, xml_error};
+    use aws_sdk_s3::config::retry::RetryConfig;
+    use aws_sdk_s3::operation::get_object::GetObjectOutput;
+    use aws_sdk_s3::operation::put_object::PutObjectOutput;
+    use aws_sdk_s3::types::error::NoSuchKey;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn client(rules: &[&Rule]) -> Client {
+        mock_client!(aws_sdk_s3, RuleMode::Sequential, rules, |c| c
+            .retry_config(RetryConfig::disabled()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gets_the_whole_body() {
+        let rule = mock!(Client::get_object)
+            .match_requests(|req| req.bucket() == Some("raw") && req.key() == Some("a/b.json"))
+            .then_output(|| {
+                GetObjectOutput::builder()
+                    .body(ByteStream::from_static(b"{\"n\":1}"))
+                    .build()
+            });
+        let bytes = get_object_bytes(&client(&[&rule]), "raw", "a/b.json")
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"{\"n\":1}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_such_key_is_not_found() {
+        let modeled = mock!(Client::get_object)
+            .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+        let wire = mock!(Client::get_object).then_http_response(|| {
+            xml_error(404, "NoSuchKey", "The specified key does not exist.")
+        });
+        let client = client(&[&modeled, &wire]);
+        for _ in 0..2 {
+            let err = get_object_bytes(&client, "raw", "gone.json")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err,
+                S3Error::NotFound {
+                    bucket: "raw".to_owned(),
+                    key: "gone.json".to_owned()
+                }
+            );
+            assert!(!err.is_transient());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_bucket_is_permanent_not_not_found() {
+        let rule = mock!(Client::get_object).then_http_response(|| {
+            xml_error(404, "NoSuchBucket", "The specified bucket does not exist")
+        });
+        let err = get_object_bytes(&client(&[&rule]), "nope", "k")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, S3Error::Permanent { code, .. } if code == "NoSuchBucket"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_down_and_503_are_transient_access_denied_is_permanent() {
+        let slow = mock!(Client::get_object)
+            .then_http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."));
+        let bare = mock!(Client::get_object).then_http_response(|| http_response(500, ""));
+        let denied = mock!(Client::get_object)
+            .then_http_response(|| xml_error(403, "AccessDenied", "Access Denied"));
+        let client = client(&[&slow, &bare, &denied]);
+        let first = get_object_bytes(&client, "raw", "k").await.unwrap_err();
+        assert!(first.is_transient(), "{first:?}");
+        assert!(first.to_string().contains("SlowDown"));
+        assert!(
+            get_object_bytes(&client, "raw", "k")
+                .await
+                .unwrap_err()
+                .is_transient()
+        );
+        let denied = get_object_bytes(&client, "raw", "k").await.unwrap_err();
+        assert!(
+            matches!(&denied, S3Error::Permanent { code, .. } if code == "AccessDenied"),
+            "{denied:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn put_sends_content_type_and_metadata_and_retries_transient_failures() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let failing = mock!(Client::put_object)
+            .sequence()
+            .http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."))
+            .build();
+        let recorder = seen.clone();
+        let accepting = mock!(Client::put_object)
+            .match_requests(move |req| {
+                recorder.lock().unwrap().push((
+                    req.content_type().map(str::to_owned),
+                    req.metadata().and_then(|m| m.get("source-key")).cloned(),
+                ));
+                true
+            })
+            .then_output(|| PutObjectOutput::builder().e_tag("\"abc\"").build());
+        let client = client(&[&failing, &accepting]);
+        put_object_bytes(
+            &client,
+            "archive",
+            "year=2026/part-0.avro",
+            Bytes::from_static(b"Obj\x01"),
+            "application/avro",
+            &[("source-key", "raw/a.json")],
+            &Deadline::after(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(failing.num_calls(), 1);
+        assert_eq!(accepting.num_calls(), 1);
+        assert_eq!(
+            seen.lock().unwrap().last().cloned().unwrap(),
+            (
+                Some("application/avro".to_owned()),
+                Some("raw/a.json".to_owned())
+            )
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn put_gives_up_at_the_deadline_with_a_transient_error() {
+        let rule = mock!(Client::put_object)
+            .sequence()
+            .http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."))
+            .repeatedly()
+            .build();
+        let deadline = Deadline::after(Duration::from_secs(1));
+        let err = put_object_bytes(
+            &client(&[&rule]),
+            "archive",
+            "k",
+            Bytes::new(),
+            "text/plain",
+            &[],
+            &deadline,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(rule.num_calls() > 1);
+        assert!(Instant::now() < deadline.instant());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn put_does_not_retry_a_permanent_failure() {
+        let rule = mock!(Client::put_object)
+            .sequence()
+            .http_response(|| xml_error(403, "AccessDenied", "Access Denied"))
+            .repeatedly()
+            .build();
+        let err = put_object_bytes(
+            &client(&[&rule]),
+            "archive",
+            "k",
+            Bytes::new(),
+            "text/plain",
+            &[],
+            &Deadline::after(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, S3Error::Permanent { code, .. } if code == "AccessDenied"),
+            "{err:?}"
+        );
+        assert_eq!(rule.num_calls(), 1);
+    }
+}
