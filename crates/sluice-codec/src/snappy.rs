@@ -74,11 +74,14 @@ pub enum SnappyError {
         #[source]
         source: snap::Error,
     },
-    /// The input ends in the middle of the stream identifier or of a chunk.
-    #[error("{format} snappy input of {input_len} bytes is truncated")]
+    /// The input ends before its format says it should: inside the stream identifier or a
+    /// chunk (framed), or before the length its header claims was produced (raw; plain data
+    /// that is not snappy at all usually lands here too, as its first bytes read as a header).
+    #[error("{format} snappy input of {input_len} bytes is truncated: {detail}")]
     Truncated {
         format: SnappyFormat,
         input_len: usize,
+        detail: String,
     },
     /// The decompressed output would exceed the caller's limit.
     #[error(
@@ -93,7 +96,8 @@ pub enum SnappyError {
         limit: usize,
     },
     /// The input starts like its format but its body is corrupt.
-    #[error("{format} snappy input of {input_len} bytes is corrupt: {reason}")]
+    #[error("{format} snappy input of {input_len} bytes is corrupt: {reason}{}",
+        if *format == SnappyFormat::Raw { NOT_FRAMED } else { "" })]
     Corrupt {
         format: SnappyFormat,
         input_len: usize,
@@ -159,20 +163,28 @@ fn decompress_raw(input: &[u8], limits: DecompressLimits) -> Result<Vec<u8>, Sna
             limit: limits.max_output,
         });
     }
-    // Each compressed byte expands to at most 64 output bytes (a 1-byte tag... copy of 64),
-    // so a header claiming far more than that is lying; refuse before allocating.
+    // The best snappy can do is a 3-byte copy tag producing 64 bytes, so no valid block
+    // expands more than ~22x; a header claiming over 64x the input is lying. Refuse before
+    // the decoder allocates the claimed length.
     if claimed > input.len().saturating_mul(64).saturating_add(64) {
         return Err(SnappyError::Truncated {
             format: SnappyFormat::Raw,
             input_len: input.len(),
+            detail: format!(
+                "header claims {claimed} bytes, more than {} input bytes can hold{NOT_FRAMED}",
+                input.len()
+            ),
         });
     }
     snap::raw::Decoder::new()
         .decompress_vec(input)
-        .map_err(|err| raw_error(input.len(), err))
+        .map_err(|err| raw_error(input.len(), claimed, err))
 }
 
-fn raw_error(input_len: usize, err: snap::Error) -> SnappyError {
+/// Appended to raw-format errors: the input was tried as raw because it was not framed.
+const NOT_FRAMED: &str = " (and it is not framed snappy: no stream identifier)";
+
+fn raw_error(input_len: usize, claimed: usize, err: snap::Error) -> SnappyError {
     match err {
         // The block ends before the output the header promised was produced.
         snap::Error::HeaderMismatch { .. }
@@ -180,6 +192,9 @@ fn raw_error(input_len: usize, err: snap::Error) -> SnappyError {
         | snap::Error::CopyRead { .. } => SnappyError::Truncated {
             format: SnappyFormat::Raw,
             input_len,
+            detail: format!(
+                "header claims {claimed} bytes but the block ends early ({err}){NOT_FRAMED}"
+            ),
         },
         other => SnappyError::Corrupt {
             format: SnappyFormat::Raw,
@@ -194,6 +209,7 @@ fn decompress_framed(input: &[u8], limits: DecompressLimits) -> Result<Vec<u8>, 
         return Err(SnappyError::Truncated {
             format: SnappyFormat::Framed,
             input_len: input.len(),
+            detail: "ends inside the stream identifier".into(),
         });
     }
     let mut decoder = FrameDecoder::new(input);
@@ -225,6 +241,7 @@ fn framed_error(input_len: usize, err: std::io::Error) -> SnappyError {
         return SnappyError::Truncated {
             format: SnappyFormat::Framed,
             input_len,
+            detail: "ends inside a chunk".into(),
         };
     }
     SnappyError::Corrupt {
@@ -345,6 +362,7 @@ mod tests {
     #[test]
     fn rejects_text_that_looks_like_a_raw_header() {
         let err = decompress(b"this is plain text, not snappy at all").unwrap_err();
+        assert!(err.to_string().contains("not framed snappy"), "{err}");
         assert!(
             matches!(
                 err,
@@ -396,7 +414,8 @@ mod tests {
                 err,
                 SnappyError::Truncated {
                     format: SnappyFormat::Framed,
-                    input_len: 6
+                    input_len: 6,
+                    ..
                 }
             ),
             "{err:?}"
