@@ -308,6 +308,17 @@ mod tests {
     }
 
     #[test]
+    fn rejects_empty_input() {
+        // A valid empty bzip2 file is a 14-byte stream, not zero bytes.
+        assert_eq!(compress(b"", 9).len(), 14);
+        let err = decompress(b"").unwrap_err();
+        assert!(
+            matches!(err, Bzip2Error::Invalid { input_len: 0, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn rejects_truncated_stream() {
         let compressed = compress(&sample(100_000), 9);
         let err = decompress(&compressed[..compressed.len() / 2]).unwrap_err();

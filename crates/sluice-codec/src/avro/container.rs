@@ -111,6 +111,9 @@ pub fn sync_marker(schema: &Schema, seed: &[u8]) -> [u8; 16] {
 ///
 /// Records are validated against the schema as they are appended; a record that does not fit
 /// is refused (with the path of the offending value) and leaves the file unchanged.
+///
+/// Call [`finish`](Self::finish): it writes the last block. A writer that is dropped instead
+/// leaves a file without its last block (still readable, but missing those records).
 pub struct ContainerWriter<'s, W: Write> {
     schema: &'s Schema,
     resolved: ResolvedSchema<'s>,
