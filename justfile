@@ -34,7 +34,31 @@ unit:
     cargo test --workspace
 
 # Everything CI runs: lint, unit tests, release build, end-to-end tests against LocalStack
-test: setup lint unit build
+test: setup lint unit build e2e
+
+# Start LocalStack in the background (127.0.0.1:4566, state and log in .localstack/); no-op if healthy
+up: setup
+    bash infra/localstack/up.sh
+
+# Stop LocalStack and every process it started (DynamoDB Local, kinesis-mock, functions)
+down:
+    bash infra/localstack/down.sh
+
+# Release zips + deploy a CloudFormation template to LocalStack, print its outputs
+deploy-local template="infra/pipeline.yaml" stack="sluice": build up
+    python infra/deploy.py --template "{{template}}" --stack "{{stack}}"
+
+# End-to-end tests (pytest tests/e2e) against LocalStack; starts it if needed and then stops it again
+e2e *args: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    started=0
+    if ! python infra/localstack/ctl.py healthy; then
+        bash infra/localstack/up.sh
+        started=1
+    fi
+    trap '[ "$started" = 0 ] || bash infra/localstack/down.sh' EXIT
+    pytest tests/e2e -p no:cacheprovider -ra {{args}}
 
 # Run a function locally under the cargo-lambda emulator (rebuilds on change)
 watch fn: setup

@@ -51,6 +51,10 @@ class RuntimeApiServer(ThreadingHTTPServer):
         self.session = session
         super().__init__(("127.0.0.1", 0), _RuntimeApiHandler)
 
+    def handle_error(self, request, client_address):
+        # a killed function process leaves broken connections behind; that is not news
+        LOG.debug("runtime api %s: connection from %s ended abruptly", self.address, client_address, exc_info=True)
+
     @property
     def address(self) -> str:
         host, port = self.server_address[:2]

@@ -1,0 +1,356 @@
+"""The local Lambda environment end to end: the lambda-probe release zip,
+deployed by CloudFormation (tests/e2e/probe.yaml) to LocalStack, runs under
+the sluice-host executor behind every trigger sluice uses, and LocalStack
+handles each outcome as it does with its Docker executor."""
+
+import base64
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ACCOUNT, ENDPOINT, REGION, invoke, log_lines, marker, wait_until
+
+
+@pytest.fixture(scope="module")
+def probe(deploy):
+    return deploy("tests/e2e/probe.yaml")
+
+
+def record_lines(function_name: str, tag: str) -> list[dict]:
+    """The probe's PROBE-RECORD lines whose content contains ``tag``, parsed."""
+    parsed = []
+    for line in log_lines(function_name, contains=tag):
+        if not line.startswith("PROBE-RECORD "):
+            continue
+        fields = dict(part.split("=", 1) for part in line.split(" content=")[0].split()[1:])
+        fields["content"] = line.split(" content=", 1)[1]
+        parsed.append(fields)
+    return parsed
+
+
+def deliveries_by_content(records: list[dict]) -> dict[str, list[tuple[str, str]]]:
+    found: dict[str, list[tuple[str, str]]] = {}
+    for record in records:
+        found.setdefault(record["content"], []).append((record["delivery"], record["outcome"]))
+    return found
+
+
+# --- direct invocations ---
+
+
+def test_sync_invoke_returns_handler_payload_with_invocation_context(probe, aws):
+    name = probe["ProbeFunctionName"]
+    tag = marker()
+    before_ms = time.time() * 1000
+
+    response, payload = invoke(name, {"echo": tag}, Qualifier="$LATEST")
+
+    assert response["StatusCode"] == 200
+    assert "FunctionError" not in response
+    assert payload["echo"] == {"echo": tag}
+    function_arn = aws("lambda").get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+    assert payload["invoked_function_arn"] == f"{function_arn}:$LATEST"
+    assert payload["request_id"] == response["ResponseMetadata"]["RequestId"]
+    assert before_ms < payload["deadline_ms"] <= time.time() * 1000 + 10_000
+    assert payload["xray_trace_id"].startswith("Root=1-")
+    env = payload["env"]
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == name
+    assert env["AWS_REGION"] == REGION
+    assert env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{ENDPOINT.rsplit(':', 1)[1]}"
+    assert env["PROBE_SETTING"] == "from-template"
+    assert env["LAMBDA_TASK_ROOT"] == payload["cwd"]
+    assert not {"LOCALSTACK_RUNTIME_ENDPOINT", "LOCALSTACK_RUNTIME_ID"} & set(payload["localstack_vars"])
+
+
+def test_handler_error_comes_back_as_function_error_with_type_and_message(probe):
+    tag = marker()
+
+    response, payload = invoke(probe["ProbeFunctionName"], {"fail": f"boom {tag}"})
+
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    assert payload == {"errorType": "ProbeFailure", "errorMessage": f"boom {tag}"}
+
+
+def test_log_lines_are_readable_through_cloudwatch_logs(probe):
+    name = probe["ProbeFunctionName"]
+    tag = marker()
+
+    response, _ = invoke(name, {"log": tag}, LogType="Tail")
+
+    tail = base64.b64decode(response["LogResult"]).decode()
+    assert f"PROBE-LOG stdout {tag}" in tail and f"PROBE-LOG stderr {tag}" in tail
+    request_id = response["ResponseMetadata"]["RequestId"]
+    lines = wait_until(
+        lambda: [line for line in log_lines(name) if tag in line or request_id in line]
+        if any(line.startswith(f"REPORT RequestId: {request_id}") for line in log_lines(name))
+        else None,
+        timeout=30,
+        message="invocation logs in CloudWatch",
+    )
+    assert f"START RequestId: {request_id} Version: $LATEST" in lines
+    assert f"PROBE-LOG stdout {tag}" in lines
+    assert f"PROBE-LOG stderr {tag}" in lines
+    assert f"END RequestId: {request_id}" in lines
+    report = next(line for line in lines if line.startswith("REPORT"))
+    assert "Duration: " in report and "Memory Size: 128 MB" in report
+
+
+def test_timeout_is_reported_and_the_next_invoke_starts_fresh(probe):
+    name = probe["TimeoutProbeFunctionName"]
+    _, warm = invoke(name, {"warm": True})
+
+    started = time.monotonic()
+    response, payload = invoke(name, {"sleep_ms": 6000})
+    elapsed = time.monotonic() - started
+
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 2.00 seconds" in payload["errorMessage"]
+    assert 2 <= elapsed < 5
+    response, after = invoke(name, {"after": "timeout"})
+    assert "FunctionError" not in response
+    assert after["echo"] == {"after": "timeout"}
+    assert after["pid"] != warm["pid"], "the timed-out process must be replaced"
+    wait_until(lambda: log_lines(name, contains="Task timed out after 2.00 seconds"), timeout=30)
+
+
+def test_crash_is_reported_as_exit_error_and_the_next_invoke_works(probe):
+    name = probe["ProbeFunctionName"]
+
+    response, payload = invoke(name, {"exit": 3})
+
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Runtime.ExitError"
+    assert payload["errorMessage"].endswith("Runtime exited with error: exit status 3")
+    response, after = invoke(name, {"after": "crash"})
+    assert "FunctionError" not in response and after["echo"] == {"after": "crash"}
+
+
+def test_failing_cold_start_is_reported_and_logged(probe, aws):
+    name = probe["InitFailProbeFunctionName"]
+
+    response, payload = invoke(name, {"any": 1})
+
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Runtime.ExitError"
+    assert "Runtime exited with error: exit status 1" in payload["errorMessage"]
+    wait_until(lambda: log_lines(name, contains="PROBE-INIT failing cold start on purpose"), timeout=30)
+    wait_until(lambda: log_lines(name, contains="Status: error\tError Type: Runtime.ExitError"), timeout=30)
+
+    # a runtime that reports its init error through the Runtime API gets that error back to the caller
+    lambda_ = aws("lambda")
+    lambda_.update_function_configuration(FunctionName=name, Environment={"Variables": {"PROBE_INIT": "report"}})
+    wait_until(
+        lambda: lambda_.get_function(FunctionName=name)["Configuration"]["LastUpdateStatus"] == "Successful",
+        timeout=30,
+    )
+    response, payload = invoke(name, {"any": 2})
+    assert response["FunctionError"] == "Unhandled"
+    assert payload == {"errorType": "ProbeInitFailure", "errorMessage": "cold start refused: PROBE_INIT=report"}
+
+
+def test_concurrent_invocations_run_in_separate_processes(probe):
+    name = probe["ProbeFunctionName"]
+    results = []
+
+    def call():
+        results.append(invoke(name, {"sleep_ms": 1500})[1])
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len({result["pid"] for result in results}) == 3
+    assert time.monotonic() - started < 1.5 * 3
+
+
+# --- asynchronous invocations and destinations ---
+
+
+def receive_one(sqs, queue_url: str, predicate) -> dict | None:
+    for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+        "Messages", []
+    ):
+        body = json.loads(message["Body"])
+        if predicate(body):
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return body
+    return None
+
+
+def test_async_invoke_runs_and_reaches_the_on_success_destination(probe, aws):
+    name = probe["AsyncProbeFunctionName"]
+    tag = marker()
+
+    response = aws("lambda").invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"log": tag}))
+
+    assert response["StatusCode"] == 202
+    record = wait_until(
+        lambda: receive_one(aws("sqs"), probe["AsyncSuccessQueueUrl"], lambda b: b["requestPayload"] == {"log": tag}),
+        timeout=60,
+        message="on-success destination record",
+    )
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["responsePayload"]["echo"] == {"log": tag}
+    wait_until(lambda: log_lines(name, contains=f"PROBE-LOG stdout {tag}"), timeout=30)
+
+
+def test_failing_async_invoke_is_retried_then_lands_in_the_on_failure_destination(probe, aws):
+    name = probe["AsyncProbeFunctionName"]
+    tag = marker()
+
+    aws("lambda").invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"fail": tag}))
+
+    record = wait_until(
+        lambda: receive_one(aws("sqs"), probe["AsyncFailureQueueUrl"], lambda b: b["requestPayload"] == {"fail": tag}),
+        timeout=90,
+        message="on-failure destination record",
+    )
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"] == {"errorType": "ProbeFailure", "errorMessage": tag}
+    attempts = wait_until(lambda: len(log_lines(name, contains=f"PROBE-FAIL {tag}")) == 2 and 2, timeout=30)
+    assert attempts == 2  # the first attempt and one retry (MaximumRetryAttempts: 1)
+
+
+# --- notifications ---
+
+
+def test_s3_object_created_notification_reaches_the_function(probe, aws):
+    key = f"incoming/{marker()}.txt"
+
+    aws("s3").put_object(Bucket=probe["BucketName"], Key=key, Body=b"hello")
+
+    lines = wait_until(lambda: log_lines(probe["ProbeFunctionName"], contains=f"key={key}"), timeout=60)
+    assert lines[0].startswith("PROBE-S3 event=ObjectCreated:Put")
+    assert f"bucket={probe['BucketName']}" in lines[0]
+
+
+def test_sns_subscription_reaches_the_function(probe, aws):
+    tag = marker()
+
+    aws("sns").publish(TopicArn=probe["TopicArn"], Message=f"hello {tag}")
+
+    lines = wait_until(lambda: log_lines(probe["ProbeFunctionName"], contains=f"message=hello {tag}"), timeout=60)
+    assert f"topic={probe['TopicArn']}" in lines[0]
+
+
+# --- event source mappings with ReportBatchItemFailures ---
+
+
+def test_sqs_mapping_redelivers_only_the_reported_failure(probe, aws):
+    sqs = aws("sqs")
+    queue = probe["BatchQueueUrl"]
+    tag = marker()
+    bodies = [f"{tag} first", f"{tag} second", f"{tag} probe-fail-once"]
+
+    sqs.send_message_batch(
+        QueueUrl=queue, Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)]
+    )
+
+    name = probe["SqsProbeFunctionName"]
+    wait_until(
+        lambda: ("2", "ok") in deliveries_by_content(record_lines(name, tag)).get(bodies[2], []),
+        timeout=90,
+        message="redelivery of the failed message",
+    )
+
+    def drained():
+        attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        return attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+    wait_until(drained, timeout=30, message="queue drained")
+    deliveries = deliveries_by_content(record_lines(name, tag))
+    assert deliveries[bodies[0]] == [("1", "ok")]
+    assert deliveries[bodies[1]] == [("1", "ok")]
+    assert deliveries[bodies[2]] == [("1", "failed"), ("2", "ok")]
+
+
+def test_kinesis_mapping_retries_from_the_reported_failure_only(probe, aws):
+    tag = marker()
+    data = [f"{tag} first", f"{tag} second", f"{tag} probe-fail-once"]
+
+    aws("kinesis").put_records(
+        StreamName=probe["StreamName"], Records=[{"Data": d.encode(), "PartitionKey": tag} for d in data]
+    )
+
+    name = probe["KinesisProbeFunctionName"]
+    deliveries = wait_until(
+        lambda: (found := deliveries_by_content(record_lines(name, tag)))
+        and ("2", "ok") in found.get(data[2], [])
+        and found,
+        timeout=120,
+        message="retry of the failed record",
+    )
+    assert deliveries[data[0]] == [("1", "ok")]
+    assert deliveries[data[1]] == [("1", "ok")]
+    assert deliveries[data[2]] == [("1", "failed"), ("2", "ok")]
+
+
+def test_dynamodb_stream_mapping_retries_from_the_reported_failure_only(probe, aws):
+    tag = marker()
+    items = [f"{tag}-first", f"{tag}-second", f"{tag}-probe-fail-once"]
+    table = aws("dynamodb")
+
+    for item in items:
+        table.put_item(TableName=probe["TableName"], Item={"id": {"S": item}})
+
+    name = probe["StreamProbeFunctionName"]
+
+    def by_item():
+        found = {}
+        for record in record_lines(name, tag):
+            item = next(i for i in items if i in record["content"])
+            found.setdefault(item, []).append((record["delivery"], record["outcome"]))
+        return found
+
+    deliveries = wait_until(
+        lambda: (found := by_item()) and ("2", "ok") in found.get(items[2], []) and found,
+        timeout=120,
+        message="retry of the failed stream record",
+    )
+    assert deliveries[items[0]] == [("1", "ok")]
+    assert deliveries[items[1]] == [("1", "ok")]
+    assert deliveries[items[2]] == [("1", "failed"), ("2", "ok")]
+
+
+# --- API Gateway ---
+
+
+def http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_api_gateway_proxy_integration_returns_the_function_status_and_body(probe):
+    base = f"{ENDPOINT}/_aws/execute-api/{probe['ApiId']}/{probe['ApiStageName']}"
+
+    status, body = http("GET", f"{base}/things/42?status=418")
+    assert status == 418
+    assert body["method"] == "GET"
+    assert body["path"] == "/things/42"
+    assert body["pathParameters"] == {"proxy": "things/42"}
+
+    status, body = http("POST", f"{base}/orders", body=b'{"n": 1}')
+    assert status == 200
+    assert body["method"] == "POST" and body["body"] == '{"n": 1}'
+
+
+def test_functions_run_in_the_account_and_region_of_the_stack(probe, aws):
+    configuration = aws("lambda").get_function(FunctionName=probe["ProbeFunctionName"])["Configuration"]
+    assert configuration["FunctionArn"].startswith(f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:")
+    assert configuration["State"] == "Active"
+    assert configuration["Runtime"] == "provided.al2023"
