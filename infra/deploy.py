@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import boto3
+import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
 
@@ -64,7 +65,10 @@ def session(endpoint_url: str | None, region: str) -> tuple[boto3.Session, dict]
     if endpoint_url:
         return (
             boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name=region),
-            {"endpoint_url": endpoint_url, "config": Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5})},
+            {
+                "endpoint_url": endpoint_url,
+                "config": Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+            },
         )
     return boto3.Session(region_name=region), {}
 
@@ -93,8 +97,16 @@ def upload_zip(s3, bucket: str, name: str, zips: Path) -> str:
     return key
 
 
-def template_parameters(cfn, template: dict) -> list[dict]:
-    return cfn.get_template_summary(**template).get("Parameters", [])
+def template_parameters(body: str) -> list[str]:
+    """Names of the parameters the template declares (YAML or JSON; CloudFormation's
+    short-form tags such as !Ref are accepted and ignored)."""
+
+    class TemplateLoader(yaml.SafeLoader):
+        pass
+
+    TemplateLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    document = yaml.load(body, Loader=TemplateLoader) or {}
+    return list((document.get("Parameters") or {}).keys())
 
 
 def stack_status(cfn, stack: str) -> str | None:
@@ -116,7 +128,9 @@ def failure_reasons(cfn, stack: str, since: float) -> str:
         if event["Timestamp"].timestamp() < since - 5:
             continue
         if "FAILED" in event.get("ResourceStatus", "") and event.get("ResourceStatusReason"):
-            lines.append(f"  {event['LogicalResourceId']}: {event['ResourceStatus']}: {event['ResourceStatusReason']}")
+            lines.append(
+                f"  {event['LogicalResourceId']}: {event['ResourceStatus']}: {event['ResourceStatusReason']}"
+            )
     return "\n".join(lines)
 
 
@@ -128,7 +142,9 @@ def wait(cfn, waiter_name: str, stack: str, since: float, timeout: float) -> Non
         )
     except WaiterError as e:
         status = stack_status(cfn, stack)
-        raise DeployError(f"stack {stack} ended in {status}: {e}\n{failure_reasons(cfn, stack, since)}") from e
+        raise DeployError(
+            f"stack {stack} ended in {status}: {e}\n{failure_reasons(cfn, stack, since)}"
+        ) from e
 
 
 def deploy(
@@ -165,8 +181,7 @@ def deploy(
 
     given = dict(parameters or {})
     values: dict[str, str] = {}
-    for declared in template_parameters(cfn, source):
-        name = declared["ParameterKey"]
+    for name in template_parameters(body):
         if name in given:
             values[name] = given.pop(name)
         elif name == "CodeBucket":
@@ -186,9 +201,7 @@ def deploy(
         status = None
     if status is None:
         log(f"deploy: creating stack {stack} from {template}")
-        cfn.create_stack(
-            StackName=stack, Parameters=stack_parameters, Capabilities=CAPABILITIES, **source
-        )
+        cfn.create_stack(StackName=stack, Parameters=stack_parameters, Capabilities=CAPABILITIES, **source)
         wait(cfn, "stack_create_complete", stack, since, timeout)
     else:
         try:
@@ -207,8 +220,14 @@ def deploy(
     return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
 
 
-def delete(stack: str, *, endpoint_url: str | None = None, aws: bool = False, region: str | None = None,
-           timeout: float = 300) -> None:
+def delete(
+    stack: str,
+    *,
+    endpoint_url: str | None = None,
+    aws: bool = False,
+    region: str | None = None,
+    timeout: float = 300,
+) -> None:
     region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     boto, client_kwargs = session(None if aws else (endpoint_url or localstack_endpoint()), region)
     cfn = boto.client("cloudformation", **client_kwargs)
@@ -219,9 +238,13 @@ def delete(stack: str, *, endpoint_url: str | None = None, aws: bool = False, re
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--template", default=str(DEFAULT_TEMPLATE), help="template file (default infra/pipeline.yaml)")
+    parser.add_argument(
+        "--template", default=str(DEFAULT_TEMPLATE), help="template file (default infra/pipeline.yaml)"
+    )
     parser.add_argument("--stack", default="sluice", help="stack name (default sluice)")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="template parameter")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="template parameter"
+    )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--endpoint-url", help=f"LocalStack endpoint (default {localstack_endpoint()})")
     target.add_argument("--aws", action="store_true", help="deploy to AWS with the default credential chain")

@@ -79,7 +79,9 @@ def wait_until(fn, timeout: float = 30, interval: float = 0.5, message: str = ""
         except Exception as e:  # noqa: BLE001
             last = e
         if time.monotonic() > deadline:
-            pytest.fail(f"{message or getattr(fn, '__name__', 'condition')} not met after {timeout}s; last: {last!r}")
+            pytest.fail(
+                f"{message or getattr(fn, '__name__', 'condition')} not met after {timeout}s; last: {last!r}"
+            )
         time.sleep(interval)
 
 

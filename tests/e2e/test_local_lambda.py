@@ -144,14 +144,19 @@ def test_failing_cold_start_is_reported_and_logged(probe, aws):
 
     # a runtime that reports its init error through the Runtime API gets that error back to the caller
     lambda_ = aws("lambda")
-    lambda_.update_function_configuration(FunctionName=name, Environment={"Variables": {"PROBE_INIT": "report"}})
+    lambda_.update_function_configuration(
+        FunctionName=name, Environment={"Variables": {"PROBE_INIT": "report"}}
+    )
     wait_until(
         lambda: lambda_.get_function(FunctionName=name)["Configuration"]["LastUpdateStatus"] == "Successful",
         timeout=30,
     )
     response, payload = invoke(name, {"any": 2})
     assert response["FunctionError"] == "Unhandled"
-    assert payload == {"errorType": "ProbeInitFailure", "errorMessage": "cold start refused: PROBE_INIT=report"}
+    assert payload == {
+        "errorType": "ProbeInitFailure",
+        "errorMessage": "cold start refused: PROBE_INIT=report",
+    }
 
 
 def test_concurrent_invocations_run_in_separate_processes(probe):
@@ -190,11 +195,15 @@ def test_async_invoke_runs_and_reaches_the_on_success_destination(probe, aws):
     name = probe["AsyncProbeFunctionName"]
     tag = marker()
 
-    response = aws("lambda").invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"log": tag}))
+    response = aws("lambda").invoke(
+        FunctionName=name, InvocationType="Event", Payload=json.dumps({"log": tag})
+    )
 
     assert response["StatusCode"] == 202
     record = wait_until(
-        lambda: receive_one(aws("sqs"), probe["AsyncSuccessQueueUrl"], lambda b: b["requestPayload"] == {"log": tag}),
+        lambda: receive_one(
+            aws("sqs"), probe["AsyncSuccessQueueUrl"], lambda b: b["requestPayload"] == {"log": tag}
+        ),
         timeout=60,
         message="on-success destination record",
     )
@@ -210,7 +219,9 @@ def test_failing_async_invoke_is_retried_then_lands_in_the_on_failure_destinatio
     aws("lambda").invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"fail": tag}))
 
     record = wait_until(
-        lambda: receive_one(aws("sqs"), probe["AsyncFailureQueueUrl"], lambda b: b["requestPayload"] == {"fail": tag}),
+        lambda: receive_one(
+            aws("sqs"), probe["AsyncFailureQueueUrl"], lambda b: b["requestPayload"] == {"fail": tag}
+        ),
         timeout=90,
         message="on-failure destination record",
     )
@@ -240,7 +251,9 @@ def test_sns_subscription_reaches_the_function(probe, aws):
 
     aws("sns").publish(TopicArn=probe["TopicArn"], Message=f"hello {tag}")
 
-    lines = wait_until(lambda: log_lines(probe["ProbeFunctionName"], contains=f"message=hello {tag}"), timeout=60)
+    lines = wait_until(
+        lambda: log_lines(probe["ProbeFunctionName"], contains=f"message=hello {tag}"), timeout=60
+    )
     assert f"topic={probe['TopicArn']}" in lines[0]
 
 
@@ -266,7 +279,10 @@ def test_sqs_mapping_redelivers_only_the_reported_failure(probe, aws):
 
     def drained():
         attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
-        return attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+        return (
+            attributes["ApproximateNumberOfMessages"] == "0"
+            and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+        )
 
     wait_until(drained, timeout=30, message="queue drained")
     deliveries = deliveries_by_content(record_lines(name, tag))
@@ -327,7 +343,9 @@ def test_dynamodb_stream_mapping_retries_from_the_reported_failure_only(probe, a
 
 
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())

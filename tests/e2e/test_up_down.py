@@ -60,7 +60,9 @@ def process_tree(root: int) -> dict[int, str]:
     tree = {}
     for pid in found:
         try:
-            tree[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            tree[pid] = (
+                Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
         except OSError:
             pass
     return tree
@@ -165,8 +167,11 @@ def test_down_stops_localstack_and_every_child_by_pid(fresh):
         Code={"ZipFile": zip_path.read_bytes()},
         Timeout=60,
     )
-    wait_until(lambda: lambda_.get_function(FunctionName="probe")["Configuration"]["State"] == "Active", timeout=60)
+    wait_until(
+        lambda: lambda_.get_function(FunctionName="probe")["Configuration"]["State"] == "Active", timeout=60
+    )
     assert "FunctionError" not in lambda_.invoke(FunctionName="probe", Payload=b"{}")
+
     # two invocations still running while we stop (two execution environments)
     def sleeper():
         try:

@@ -234,9 +234,19 @@ class HostRuntimeExecutor(RuntimeExecutor):
                     process.kill()
                 error_type, document = _init_error(error, request_id)
                 return self._result(
-                    request_id, document, True, before, output, started, None, init_ms, "error",
-                    [f"INIT_REPORT Init Duration: {(time.monotonic() - cold_start) * 1000:.2f} ms\t"
-                     f"Phase: invoke\tStatus: error\tError Type: {error_type}"],
+                    request_id,
+                    document,
+                    True,
+                    before,
+                    output,
+                    started,
+                    None,
+                    init_ms,
+                    "error",
+                    [
+                        f"INIT_REPORT Init Duration: {(time.monotonic() - cold_start) * 1000:.2f} ms\t"
+                        f"Phase: invoke\tStatus: error\tError Type: {error_type}"
+                    ],
                 )
 
         invocation = Invocation(
@@ -256,14 +266,30 @@ class HostRuntimeExecutor(RuntimeExecutor):
             output = process.output.take()
             message = _exit_message(request_id, exited)
             return self._result(
-                request_id, _error_document("Runtime.ExitError", message), True, before, output,
-                started, None, init_ms, "error", [message, "Runtime.ExitError"],
+                request_id,
+                _error_document("Runtime.ExitError", message),
+                True,
+                before,
+                output,
+                started,
+                None,
+                init_ms,
+                "error",
+                [message, "Runtime.ExitError"],
             )
         except Stopped as stopped:
             output = process.output.take()
             return self._result(
-                request_id, _error_document("Runtime.ExitError", f"RequestId: {request_id} Error: {stopped}"),
-                True, before, output, started, None, init_ms, "error", [],
+                request_id,
+                _error_document("Runtime.ExitError", f"RequestId: {request_id} Error: {stopped}"),
+                True,
+                before,
+                output,
+                started,
+                None,
+                init_ms,
+                "error",
+                [],
             )
         output = process.output.take(settle=_LOG_SETTLE_SECONDS)
         memory = process.max_memory_mb()
@@ -275,13 +301,25 @@ class HostRuntimeExecutor(RuntimeExecutor):
             process.kill()
         output = process.output.take() if process else ""
         timestamp = datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        LOG.info("%s: task %s timed out after %.2f seconds", self.function_version.qualified_arn, request_id, timeout_s)
+        LOG.info(
+            "%s: task %s timed out after %.2f seconds",
+            self.function_version.qualified_arn,
+            request_id,
+            timeout_s,
+        )
         return self._result(
             request_id,
             _error_document(
-                "Sandbox.Timedout", f"RequestId: {request_id} Error: Task timed out after {timeout_s:.2f} seconds"
+                "Sandbox.Timedout",
+                f"RequestId: {request_id} Error: Task timed out after {timeout_s:.2f} seconds",
             ),
-            True, before, output, started, memory, init_ms, "timeout",
+            True,
+            before,
+            output,
+            started,
+            memory,
+            init_ms,
+            "timeout",
             [f"{timestamp} {request_id} Task timed out after {timeout_s:.2f} seconds"],
         )
 

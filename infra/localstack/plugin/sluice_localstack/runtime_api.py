@@ -53,7 +53,9 @@ class RuntimeApiServer(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         # a killed function process leaves broken connections behind; that is not news
-        LOG.debug("runtime api %s: connection from %s ended abruptly", self.address, client_address, exc_info=True)
+        LOG.debug(
+            "runtime api %s: connection from %s ended abruptly", self.address, client_address, exc_info=True
+        )
 
     @property
     def address(self) -> str:
@@ -91,7 +93,9 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         if self.path == f"{PREFIX}/init/error":
             if self.server.session.init_failed(body):
                 return self._reply(HTTPStatus.ACCEPTED, b'{"status":"OK"}')
-            return self._reply(HTTPStatus.FORBIDDEN, _error("InvalidStateTransition", "init already finished"))
+            return self._reply(
+                HTTPStatus.FORBIDDEN, _error("InvalidStateTransition", "init already finished")
+            )
         match = _INVOCATION_PATH.match(self.path)
         if not match:
             return self._reply(HTTPStatus.NOT_FOUND, _error("UnknownPath", f"POST {self.path}"))
@@ -101,7 +105,8 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         if self.server.session.complete(match["request_id"], body, is_error):
             return self._reply(HTTPStatus.ACCEPTED, b'{"status":"OK"}')
         return self._reply(
-            HTTPStatus.BAD_REQUEST, _error("InvalidRequestID", f"no invocation {match['request_id']} in flight")
+            HTTPStatus.BAD_REQUEST,
+            _error("InvalidRequestID", f"no invocation {match['request_id']} in flight"),
         )
 
     def _read_body(self) -> bytes:
