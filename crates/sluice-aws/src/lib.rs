@@ -45,5 +45,5 @@ pub use kinesis::{
 pub use retry::{
     Backoff, Deadline, Transient, error_code, is_transient, retry_transient, retry_transient_if,
 };
-pub use s3::{S3Error, get_object_bytes, put_object_bytes};
+pub use s3::{S3Error, get_object_bytes, get_object_version_bytes, put_object_bytes};
 pub use sqs::{FailedMessage, OutgoingMessage, SendBatchWriter, SendReport};
