@@ -1,0 +1,449 @@
+//! The mapper's decisions: which notifications are counter files, and how each
+//! counter is recorded in the instance table without losing updates.
+//!
+//! Instance table item (hash `Counter`, range `Date`):
+//!
+//! ```text
+//! { Counter: S, Date: S, Instances: M { <instance-id>: M { Value: N, Seq: S } } }
+//! ```
+//!
+//! `Seq` is the [`OrderingStamp`] of the upload that wrote `Value`. One counter is
+//! recorded with one conditional `UpdateItem`:
+//!
+//! ```text
+//! SET Instances.<id> = {Value, Seq}
+//! IF  attribute_not_exists(Instances.<id>)
+//!  OR (Instances.<id>.Seq <= :seq AND Instances.<id>.Value <> :val)
+//! ```
+//!
+//! so an upload older than the one that wrote the current value never
+//! overwrites it (lost-update guard), and an unchanged value writes nothing (no
+//! stream record, no aggregator work). Equal stamps pass the ordering half: on
+//! S3 an equal sequencer means the same event (its redelivery, same content),
+//! and the value half then makes it a no-op.
+//!
+//! A document path cannot be set under a map that does not exist: on a new item
+//! (or an item without `Instances`) the update fails with a
+//! `ValidationException`. Only then the map is created with the entry in it
+//! (`SET Instances = {<id>: …} IF attribute_not_exists(Instances)`); if another
+//! writer created it first, that condition fails and the entry update is sent
+//! once more, now against an existing map (the map is never removed). The common
+//! case (item and map exist) is one request.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use sluice_aws::{
+    Backoff, Deadline, DynamoError, S3Error, UpdateOutcome, get_object_version_bytes,
+    update_conditional,
+};
+use sluice_events::{EnvelopeError, S3Notice, S3ObjectEvent, s3_notices_from_value};
+use sluice_lambda::metrics::Metrics;
+use sluice_lambda::{FunctionError, LambdaEvent};
+
+use crate::config::MapperConfig;
+use crate::counter_file::{CounterValue, parse_counter_file};
+use crate::counter_key::CounterFileKey;
+use crate::stamp::{OrderingStamp, StampError};
+
+/// Attribute names of the instance table (the aggregator reads the same names).
+pub mod attr {
+    pub const COUNTER: &str = "Counter";
+    pub const DATE: &str = "Date";
+    pub const INSTANCES: &str = "Instances";
+    pub const VALUE: &str = "Value";
+    pub const SEQ: &str = "Seq";
+}
+
+pub const SET_ENTRY: &str = "SET #inst.#id = :entry";
+pub const SET_ENTRY_IF_NEWER_AND_CHANGED: &str =
+    "attribute_not_exists(#inst.#id) OR (#inst.#id.#seq <= :seq AND #inst.#id.#val <> :val)";
+pub const CREATE_MAP: &str = "SET #inst = :map";
+pub const CREATE_MAP_IF_ABSENT: &str = "attribute_not_exists(#inst)";
+
+/// What happened to one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The value (and its stamp) were written: the stream carries a record.
+    Written,
+    /// The stored value is the same, or was written by a newer upload.
+    NotNewer,
+}
+
+impl From<UpdateOutcome> for Recorded {
+    fn from(outcome: UpdateOutcome) -> Self {
+        match outcome {
+            UpdateOutcome::Applied { .. } => Recorded::Written,
+            UpdateOutcome::ConditionFailed => Recorded::NotNewer,
+        }
+    }
+}
+
+/// What one invocation did (the function's response, and its log line).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub files: usize,
+    pub skipped: usize,
+    pub counters: usize,
+    pub written: usize,
+    pub not_newer: usize,
+    pub malformed_lines: usize,
+}
+
+/// One counter that was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateFailure {
+    #[error("counter {counter:?}: {source}")]
+    Dynamo {
+        counter: String,
+        #[source]
+        source: DynamoError,
+    },
+    #[error("counter {counter:?}: not attempted, the invocation's time ran out")]
+    OutOfTime { counter: String },
+}
+
+impl UpdateFailure {
+    fn is_transient(&self) -> bool {
+        match self {
+            UpdateFailure::Dynamo { source, .. } => source.is_transient(),
+            UpdateFailure::OutOfTime { .. } => true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapperError {
+    #[error("the event carries no readable S3 notification: {0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error("s3://{bucket}/{key}: {source}")]
+    Unordered {
+        bucket: String,
+        key: String,
+        #[source]
+        source: StampError,
+    },
+    #[error(transparent)]
+    Read(S3Error),
+    #[error(
+        "s3://{bucket}/{key}: {failed} of {total} counter updates failed (the others are recorded; redelivery is safe); first: {first}"
+    )]
+    Updates {
+        bucket: String,
+        key: String,
+        failed: usize,
+        total: usize,
+        first: UpdateFailure,
+        retryable: bool,
+    },
+}
+
+impl MapperError {
+    /// The one place failures are classified: could a redelivery succeed?
+    /// (Lambda retries an asynchronous invocation either way; this decides the
+    /// reported error type and the log level.)
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            MapperError::Envelope(_) | MapperError::Unordered { .. } => false,
+            MapperError::Read(err) => err.is_transient(),
+            MapperError::Updates { retryable, .. } => *retryable,
+        }
+    }
+
+    /// The `errorType` Lambda reports (and the on-failure destination records).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            MapperError::Envelope(_) => "InvalidEvent",
+            MapperError::Unordered { .. } => "UnorderedUpload",
+            MapperError::Read(_) if self.is_retryable() => "TransientReadError",
+            MapperError::Read(_) => "ReadError",
+            MapperError::Updates { .. } if self.is_retryable() => "TransientUpdateError",
+            MapperError::Updates { .. } => "UpdateError",
+        }
+    }
+}
+
+pub struct Mapper {
+    s3: aws_sdk_s3::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    config: MapperConfig,
+    backoff: Backoff,
+}
+
+impl Mapper {
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        config: MapperConfig,
+    ) -> Self {
+        Mapper {
+            s3,
+            dynamodb,
+            config,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// One Lambda invocation: metrics, deadline, and the error Lambda reports.
+    pub async fn invoke(&self, event: LambdaEvent<Value>) -> Result<Summary, FunctionError> {
+        let deadline =
+            Deadline::at_epoch_ms(event.context.deadline).with_margin(self.config.deadline_margin);
+        let mut metrics = Metrics::for_function();
+        let result = self.handle(&event.payload, &deadline, &mut metrics).await;
+        metrics.emit();
+        result.map_err(|err| {
+            if err.is_retryable() {
+                tracing::warn!(error = %err, error_type = err.error_type(), "invocation failed; Lambda will retry it");
+            } else {
+                tracing::error!(error = %err, error_type = err.error_type(), "invocation failed permanently; it will end in the on-failure destination");
+            }
+            FunctionError::new(err.error_type(), err.to_string())
+        })
+    }
+
+    /// Every S3 notification in `event` (direct, SNS, SQS, EventBridge). All files
+    /// are processed; the first failure is returned after the others had their turn.
+    pub async fn handle(
+        &self,
+        event: &Value,
+        deadline: &Deadline,
+        metrics: &mut Metrics,
+    ) -> Result<Summary, MapperError> {
+        let notices = s3_notices_from_value(event)?;
+        let mut summary = Summary::default();
+        let mut first_error = None;
+        for notice in notices {
+            let S3Notice::Object(object) = notice else {
+                tracing::info!("s3:TestEvent skipped");
+                metrics.count("SkippedTestEvents", 1);
+                continue;
+            };
+            if let Err(err) = self
+                .handle_object(&object, deadline, metrics, &mut summary)
+                .await
+            {
+                tracing::warn!(bucket = %object.bucket, key = %object.key, error = %err, "counter file not fully recorded");
+                first_error.get_or_insert(err);
+            }
+        }
+        tracing::info!(?summary, "done");
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(summary),
+        }
+    }
+
+    async fn handle_object(
+        &self,
+        object: &S3ObjectEvent,
+        deadline: &Deadline,
+        metrics: &mut Metrics,
+        summary: &mut Summary,
+    ) -> Result<(), MapperError> {
+        if !object.is_object_created() {
+            tracing::info!(key = %object.key, event = %object.event_name, "not an ObjectCreated event; skipped");
+            metrics.count("SkippedEvents", 1);
+            summary.skipped += 1;
+            return Ok(());
+        }
+        let file_key = match CounterFileKey::parse(&object.key, &self.config.counter_prefix) {
+            Ok(file_key) => file_key,
+            Err(mismatch) => {
+                tracing::info!(key = %object.key, reason = %mismatch, "not a counter file; skipped");
+                metrics.count(&format!("SkippedKeys.{}", mismatch.reason()), 1);
+                summary.skipped += 1;
+                return Ok(());
+            }
+        };
+        let stamp =
+            OrderingStamp::from_sequencer(object.sequencer.as_deref()).map_err(|source| {
+                MapperError::Unordered {
+                    bucket: object.bucket.clone(),
+                    key: object.key.clone(),
+                    source,
+                }
+            })?;
+        let bytes = match get_object_version_bytes(
+            &self.s3,
+            &object.bucket,
+            &object.key,
+            object.version_id.as_deref(),
+        )
+        .await
+        {
+            Ok(bytes) => bytes,
+            Err(S3Error::NotFound { .. }) => {
+                // Deleted since the event (or its version expired): nothing to record,
+                // and a redelivery would not find it either.
+                tracing::warn!(key = %object.key, version = ?object.version_id, "counter file no longer exists; skipped");
+                metrics.count("MissingObjects", 1);
+                summary.skipped += 1;
+                return Ok(());
+            }
+            Err(err) => return Err(MapperError::Read(err)),
+        };
+        summary.files += 1;
+        metrics.count("Files", 1);
+
+        let file = parse_counter_file(&bytes);
+        for bad in &file.malformed {
+            tracing::warn!(key = %object.key, line = bad.line, reason = %bad.problem, text = %bad.snippet, "counter line skipped");
+            metrics.count(&format!("MalformedLines.{}", bad.problem.reason()), 1);
+        }
+        metrics.count("MalformedLines", file.malformed.len() as u64);
+        summary.malformed_lines += file.malformed.len();
+
+        let total = file.counters.len();
+        summary.counters += total;
+        metrics.count("Counters", total as u64);
+        let results = self
+            .record_all(&file_key, &stamp, file.counters, deadline)
+            .await;
+        let mut failures = Vec::new();
+        let (mut written, mut not_newer) = (0, 0);
+        for result in results {
+            match result {
+                Ok(Recorded::Written) => written += 1,
+                Ok(Recorded::NotNewer) => not_newer += 1,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        summary.written += written;
+        summary.not_newer += not_newer;
+        metrics.count("Written", written as u64);
+        metrics.count("NotNewer", not_newer as u64);
+        tracing::info!(key = %object.key, date = %file_key.date, instance = %file_key.instance,
+            stamp = stamp.as_str(), written, not_newer, failed = failures.len(), "counter file recorded");
+        if failures.is_empty() {
+            return Ok(());
+        }
+        metrics.count("FailedUpdates", failures.len() as u64);
+        let retryable = failures.iter().any(UpdateFailure::is_transient);
+        let failed = failures.len();
+        Err(MapperError::Updates {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            failed,
+            total,
+            first: failures.swap_remove(0),
+            retryable,
+        })
+    }
+
+    /// Records every counter, at most `max_concurrent_updates` at a time; a counter
+    /// whose turn comes after the deadline is not attempted.
+    async fn record_all(
+        &self,
+        file_key: &CounterFileKey,
+        stamp: &OrderingStamp,
+        counters: Vec<CounterValue>,
+        deadline: &Deadline,
+    ) -> Vec<Result<Recorded, UpdateFailure>> {
+        stream::iter(counters)
+            .map(|cv| async move {
+                if deadline.is_past() {
+                    return Err(UpdateFailure::OutOfTime {
+                        counter: cv.counter,
+                    });
+                }
+                self.record(file_key, stamp, &cv, deadline)
+                    .await
+                    .map_err(|source| UpdateFailure::Dynamo {
+                        counter: cv.counter.clone(),
+                        source,
+                    })
+            })
+            .buffer_unordered(self.config.max_concurrent_updates)
+            .collect()
+            .await
+    }
+
+    /// One counter: the entry update, falling back to creating the map.
+    pub async fn record(
+        &self,
+        file_key: &CounterFileKey,
+        stamp: &OrderingStamp,
+        cv: &CounterValue,
+        deadline: &Deadline,
+    ) -> Result<Recorded, DynamoError> {
+        let set_entry = || {
+            update_conditional(
+                self.set_entry_request(file_key, stamp, cv),
+                &self.backoff,
+                deadline,
+            )
+        };
+        match set_entry().await {
+            Ok(outcome) => Ok(outcome.into()),
+            Err(DynamoError::Permanent { code, .. }) if code == "ValidationException" => {
+                let created = update_conditional(
+                    self.create_map_request(file_key, stamp, cv),
+                    &self.backoff,
+                    deadline,
+                )
+                .await?;
+                match created {
+                    UpdateOutcome::Applied { .. } => Ok(Recorded::Written),
+                    // Another writer created the map in between: it exists now, and a
+                    // failure of this second entry update is a real error.
+                    UpdateOutcome::ConditionFailed => set_entry().await.map(Recorded::from),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn item_update(&self, file_key: &CounterFileKey, cv: &CounterValue) -> UpdateItemFluentBuilder {
+        self.dynamodb
+            .update_item()
+            .table_name(&self.config.instance_table)
+            .key(attr::COUNTER, AttributeValue::S(cv.counter.clone()))
+            .key(attr::DATE, AttributeValue::S(file_key.date.clone()))
+            .expression_attribute_names("#inst", attr::INSTANCES)
+    }
+
+    fn set_entry_request(
+        &self,
+        file_key: &CounterFileKey,
+        stamp: &OrderingStamp,
+        cv: &CounterValue,
+    ) -> UpdateItemFluentBuilder {
+        self.item_update(file_key, cv)
+            .update_expression(SET_ENTRY)
+            .condition_expression(SET_ENTRY_IF_NEWER_AND_CHANGED)
+            .expression_attribute_names("#id", &file_key.instance)
+            .expression_attribute_names("#seq", attr::SEQ)
+            .expression_attribute_names("#val", attr::VALUE)
+            .expression_attribute_values(":entry", entry(stamp, cv.value))
+            .expression_attribute_values(":seq", AttributeValue::S(stamp.as_str().to_owned()))
+            .expression_attribute_values(":val", AttributeValue::N(cv.value.to_string()))
+    }
+
+    fn create_map_request(
+        &self,
+        file_key: &CounterFileKey,
+        stamp: &OrderingStamp,
+        cv: &CounterValue,
+    ) -> UpdateItemFluentBuilder {
+        let map = HashMap::from([(file_key.instance.clone(), entry(stamp, cv.value))]);
+        self.item_update(file_key, cv)
+            .update_expression(CREATE_MAP)
+            .condition_expression(CREATE_MAP_IF_ABSENT)
+            .expression_attribute_values(":map", AttributeValue::M(map))
+    }
+}
+
+/// `{Value: N, Seq: S}`, one instance's entry.
+pub fn entry(stamp: &OrderingStamp, value: i64) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        (attr::VALUE.to_owned(), AttributeValue::N(value.to_string())),
+        (
+            attr::SEQ.to_owned(),
+            AttributeValue::S(stamp.as_str().to_owned()),
+        ),
+    ]))
+}

@@ -1,0 +1,557 @@
+//! The mapper's decisions against mocked S3 and DynamoDB (no network).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::error::NoSuchKey;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_types::error::ErrorMetadata;
+use counter_mapper::config::MapperConfig;
+use counter_mapper::handler::{
+    CREATE_MAP, CREATE_MAP_IF_ABSENT, Mapper, MapperError, SET_ENTRY,
+    SET_ENTRY_IF_NEWER_AND_CHANGED, Summary,
+};
+use serde_json::{Value, json};
+use sluice_aws::Deadline;
+use sluice_lambda::metrics::Metrics;
+use sluice_lambda::{Context, LambdaEvent};
+
+const TABLE: &str = "counter-instances";
+const BUCKET: &str = "sluice-counters-000000000000";
+const KEY: &str = "counters/2015-11-16/values_i-deadbeef";
+const SEQUENCER: &str = "0055AED6DCD90281E5";
+const STAMP: &str = "0055AED6DCD90281E500000000000000";
+
+fn config(max_concurrent_updates: usize) -> MapperConfig {
+    MapperConfig {
+        instance_table: TABLE.into(),
+        counter_prefix: "counters/".into(),
+        max_concurrent_updates,
+        deadline_margin: Duration::from_millis(500),
+    }
+}
+
+fn mapper(s3_rules: &[&Rule], ddb_rules: &[&Rule]) -> Mapper {
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3_rules, |c| c
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+    let ddb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, ddb_rules, |c| c
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()));
+    Mapper::new(s3, ddb, config(4))
+}
+
+/// An S3 ObjectCreated:Put notification inside an SNS → Lambda event.
+fn sns_event(key: &str, sequencer: Option<&str>, version: Option<&str>) -> Value {
+    let mut object = json!({"key": key, "size": 16, "eTag": "a3d5e2c0f1b4a8e2"});
+    if let Some(s) = sequencer {
+        object["sequencer"] = json!(s);
+    }
+    if let Some(v) = version {
+        object["versionId"] = json!(v);
+    }
+    let s3 = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2015-11-16T22:08:36.682Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": BUCKET, "arn": format!("arn:aws:s3:::{BUCKET}")},
+               "object": object}
+    }]});
+    json!({"Records": [{
+        "EventVersion": "1.0", "EventSource": "aws:sns",
+        "Sns": {"Type": "Notification", "MessageId": "m-1", "Subject": "Amazon S3 Notification",
+                "TopicArn": "arn:aws:sns:us-east-1:000000000000:uploads", "Message": s3.to_string(),
+                "Timestamp": "2015-11-16T22:08:36.726Z"}
+    }]})
+}
+
+fn file_rule(body: &'static str) -> Rule {
+    mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|req| req.bucket() == Some(BUCKET) && req.key() == Some(KEY))
+        .then_output(move || {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(body.as_bytes()))
+                .build()
+        })
+}
+
+fn ddb_error(code: &'static str) -> impl Fn() -> UpdateItemError + Send + Sync + 'static {
+    move || {
+        UpdateItemError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("mocked")
+                .build(),
+        )
+    }
+}
+
+fn condition_failed() -> UpdateItemError {
+    UpdateItemError::ConditionalCheckFailedException(
+        ConditionalCheckFailedException::builder()
+            .message("The conditional request failed")
+            .build(),
+    )
+}
+
+fn is_set_entry(req: &aws_sdk_dynamodb::operation::update_item::UpdateItemInput) -> bool {
+    req.update_expression() == Some(SET_ENTRY)
+}
+
+fn is_create_map(req: &aws_sdk_dynamodb::operation::update_item::UpdateItemInput) -> bool {
+    req.update_expression() == Some(CREATE_MAP)
+}
+
+fn counter_of(req: &aws_sdk_dynamodb::operation::update_item::UpdateItemInput) -> String {
+    match req.key().and_then(|k| k.get("Counter")) {
+        Some(AttributeValue::S(s)) => s.clone(),
+        other => panic!("no Counter key: {other:?}"),
+    }
+}
+
+fn a_minute() -> Deadline {
+    Deadline::after(Duration::from_secs(60))
+}
+
+fn metrics() -> Metrics {
+    Metrics::new("test", "counter-mapper")
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_every_counter_with_the_stamp_and_value_in_the_condition() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Arc::clone(&seen);
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |req| {
+            recorder.lock().unwrap().push(req.clone());
+            is_set_entry(req)
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    let file = file_rule("COUNTER1 123456\nCOUNTER2 -7\n");
+    let mapper = mapper(&[&file], &[&update]);
+    let summary = mapper
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            files: 1,
+            skipped: 0,
+            counters: 2,
+            written: 2,
+            not_newer: 0,
+            malformed_lines: 0
+        }
+    );
+    let mut requests = seen.lock().unwrap().clone();
+    requests.sort_by_key(counter_of);
+    assert_eq!(requests.len(), 2);
+    let req = &requests[0];
+    assert_eq!(req.table_name(), Some(TABLE));
+    assert_eq!(
+        req.key().unwrap().get("Date"),
+        Some(&AttributeValue::S("2015-11-16".into()))
+    );
+    assert_eq!(
+        req.condition_expression(),
+        Some(SET_ENTRY_IF_NEWER_AND_CHANGED)
+    );
+    let names = req.expression_attribute_names().unwrap();
+    assert_eq!(names["#inst"], "Instances");
+    assert_eq!(names["#id"], "i-deadbeef");
+    assert_eq!(names["#seq"], "Seq");
+    assert_eq!(names["#val"], "Value");
+    let values = req.expression_attribute_values().unwrap();
+    assert_eq!(values[":seq"], AttributeValue::S(STAMP.into()));
+    assert_eq!(values[":val"], AttributeValue::N("123456".into()));
+    let entry = values[":entry"].as_m().unwrap();
+    assert_eq!(entry["Value"], AttributeValue::N("123456".into()));
+    assert_eq!(entry["Seq"], AttributeValue::S(STAMP.into()));
+    assert_eq!(
+        requests[1].expression_attribute_values().unwrap()[":val"],
+        AttributeValue::N("-7".into())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unchanged_or_older_values_are_not_newer_and_not_an_error() {
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_set_entry)
+        .then_error(condition_failed);
+    let file = file_rule("COUNTER1 123456\nCOUNTER2 7\n");
+    let mut m = metrics();
+    let summary = mapper(&[&file], &[&update])
+        .handle(&sns_event(KEY, Some(SEQUENCER), None), &a_minute(), &mut m)
+        .await
+        .unwrap();
+    assert_eq!((summary.written, summary.not_newer), (0, 2));
+    assert_eq!(
+        update.num_calls(),
+        2,
+        "one request per counter, no fallback"
+    );
+    assert_eq!(m.get("NotNewer"), Some(2.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_write_to_a_new_item_creates_the_instance_map() {
+    let set_entry = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_set_entry)
+        .then_error(ddb_error("ValidationException"));
+    let created = Arc::new(Mutex::new(None));
+    let recorder = Arc::clone(&created);
+    let create_map = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |req| {
+            *recorder.lock().unwrap() = Some(req.clone());
+            is_create_map(req)
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    let file = file_rule("COUNTER1 1000\n");
+    let summary = mapper(&[&file], &[&set_entry, &create_map])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.written, 1);
+    assert_eq!((set_entry.num_calls(), create_map.num_calls()), (1, 1));
+    let req = created.lock().unwrap().clone().unwrap();
+    assert_eq!(req.condition_expression(), Some(CREATE_MAP_IF_ABSENT));
+    assert_eq!(
+        req.expression_attribute_names().unwrap()["#inst"],
+        "Instances"
+    );
+    let map = req.expression_attribute_values().unwrap()[":map"]
+        .as_m()
+        .unwrap()
+        .clone();
+    let entry = map["i-deadbeef"].as_m().unwrap();
+    assert_eq!(entry["Value"], AttributeValue::N("1000".into()));
+    assert_eq!(entry["Seq"], AttributeValue::S(STAMP.into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_map_created_by_another_writer_meanwhile_gets_the_entry_on_a_second_try() {
+    let set_entry = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_set_entry)
+        .sequence()
+        .error(ddb_error("ValidationException"))
+        .output(|| UpdateItemOutput::builder().build())
+        .build();
+    let create_map = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_create_map)
+        .then_error(condition_failed);
+    let file = file_rule("COUNTER1 1000\n");
+    let summary = mapper(&[&file], &[&set_entry, &create_map])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.written, 1);
+    assert_eq!((set_entry.num_calls(), create_map.num_calls()), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_validation_error_against_an_existing_map_is_a_permanent_failure() {
+    let set_entry = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_set_entry)
+        .then_error(ddb_error("ValidationException"));
+    let create_map = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_create_map)
+        .then_error(condition_failed);
+    let file = file_rule("COUNTER1 1000\n");
+    let err = mapper(&[&file], &[&set_entry, &create_map])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert_eq!(err.error_type(), "UpdateError");
+    assert_eq!(set_entry.num_calls(), 2, "no endless fallback loop");
+    assert!(err.to_string().contains("COUNTER1"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_updates_are_retried_with_backoff() {
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_set_entry)
+        .sequence()
+        .error(ddb_error("ProvisionedThroughputExceededException"))
+        .error(ddb_error("ThrottlingException"))
+        .output(|| UpdateItemOutput::builder().build())
+        .build();
+    let file = file_rule("COUNTER1 1\n");
+    let summary = mapper(&[&file], &[&update])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.written, 1);
+    assert_eq!(update.num_calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failing_counter_fails_the_invocation_after_the_others_are_recorded() {
+    let denied = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| is_set_entry(req) && counter_of(req) == "COUNTER2")
+        .then_error(ddb_error("AccessDeniedException"));
+    let applied = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| is_set_entry(req) && counter_of(req) != "COUNTER2")
+        .then_output(|| UpdateItemOutput::builder().build());
+    let file = file_rule("COUNTER1 1\nCOUNTER2 2\nCOUNTER3 3\n");
+    let mut m = metrics();
+    let err = mapper(&[&file], &[&denied, &applied])
+        .handle(&sns_event(KEY, Some(SEQUENCER), None), &a_minute(), &mut m)
+        .await
+        .unwrap_err();
+    match &err {
+        MapperError::Updates { failed, total, .. } => assert_eq!((*failed, *total), (1, 3)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(applied.num_calls(), 2);
+    assert_eq!(m.get("Written"), Some(2.0));
+    assert_eq!(m.get("FailedUpdates"), Some(1.0));
+    assert!(err.to_string().contains("AccessDeniedException"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_until_the_deadline_is_a_retryable_failure() {
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_set_entry)
+        .sequence()
+        .error(ddb_error("ProvisionedThroughputExceededException"))
+        .repeatedly()
+        .build();
+    let file = file_rule("COUNTER1 1\n");
+    let deadline = Deadline::after(Duration::from_secs(3));
+    let err = mapper(&[&file], &[&update])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &deadline,
+            &mut metrics(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable());
+    assert_eq!(err.error_type(), "TransientUpdateError");
+    assert!(update.num_calls() > 1);
+    assert!(!deadline.is_past(), "gave up before the deadline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn counters_whose_turn_comes_after_the_deadline_are_not_attempted() {
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build());
+    let file = file_rule("COUNTER1 1\nCOUNTER2 2\n");
+    let err = mapper(&[&file], &[&update])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &Deadline::after(Duration::ZERO),
+            &mut metrics(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(update.num_calls(), 0);
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("time ran out"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_lines_are_skipped_and_counted_while_the_rest_is_recorded() {
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| is_set_entry(req) && counter_of(req) == "GOOD")
+        .then_output(|| UpdateItemOutput::builder().build());
+    let file = file_rule("GOOD 5\nBAD five\n\nALSO BAD 1 2\n");
+    let mut m = metrics();
+    let summary = mapper(&[&file], &[&update])
+        .handle(&sns_event(KEY, Some(SEQUENCER), None), &a_minute(), &mut m)
+        .await
+        .unwrap();
+    assert_eq!((summary.written, summary.malformed_lines), (1, 2));
+    assert_eq!(m.get("MalformedLines"), Some(2.0));
+    assert_eq!(m.get("MalformedLines.bad_value"), Some(1.0));
+    assert_eq!(m.get("MalformedLines.too_many_fields"), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_outside_the_counter_layout_are_skipped_without_reading() {
+    let file = file_rule("COUNTER1 1\n");
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build());
+    let mapper = mapper(&[&file], &[&update]);
+    let mut m = metrics();
+    for key in [
+        "elsewhere/2015-11-16/values_i-1",
+        "counters/2015-11-16/readme.txt",
+        "counters/2015-02-30/values_i-1",
+    ] {
+        let summary = mapper
+            .handle(&sns_event(key, Some(SEQUENCER), None), &a_minute(), &mut m)
+            .await
+            .unwrap();
+        assert_eq!(summary.skipped, 1, "{key}");
+    }
+    assert_eq!((file.num_calls(), update.num_calls()), (0, 0));
+    assert_eq!(m.get("SkippedKeys.outside_prefix"), Some(1.0));
+    assert_eq!(m.get("SkippedKeys.shape"), Some(1.0));
+    assert_eq!(m.get("SkippedKeys.bad_date"), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_s3_test_event_is_skipped() {
+    let event: Value = serde_json::from_str(include_str!(
+        "../../../events/counter-mapper/sns-s3-test-event.json"
+    ))
+    .unwrap();
+    let mut m = metrics();
+    let summary = mapper(&[], &[])
+        .handle(&event, &a_minute(), &mut m)
+        .await
+        .unwrap();
+    assert_eq!(summary, Summary::default());
+    assert_eq!(m.get("SkippedTestEvents"), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_without_a_sequencer_is_rejected_as_unordered() {
+    let file = file_rule("COUNTER1 1\n");
+    let err = mapper(&[&file], &[])
+        .handle(&sns_event(KEY, None, None), &a_minute(), &mut metrics())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MapperError::Unordered { .. }), "{err:?}");
+    assert_eq!(err.error_type(), "UnorderedUpload");
+    assert!(!err.is_retryable());
+    assert_eq!(file.num_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_object_is_skipped() {
+    let gone = mock!(aws_sdk_s3::Client::get_object)
+        .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+    let mut m = metrics();
+    let summary = mapper(&[&gone], &[])
+        .handle(&sns_event(KEY, Some(SEQUENCER), None), &a_minute(), &mut m)
+        .await
+        .unwrap();
+    assert_eq!(summary.skipped, 1);
+    assert_eq!(m.get("MissingObjects"), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_read_is_retryable_when_transient() {
+    let unavailable = mock!(aws_sdk_s3::Client::get_object).then_http_response(|| {
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(503).unwrap(),
+            aws_smithy_types::body::SdkBody::from(""),
+        )
+    });
+    let err = mapper(&[&unavailable], &[])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MapperError::Read(_)), "{err:?}");
+    assert!(err.is_retryable());
+    assert_eq!(err.error_type(), "TransientReadError");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_exactly_the_version_the_event_names() {
+    let versioned = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|req| req.version_id() == Some("v-older"))
+        .then_output(|| {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(b"COUNTER1 1\n"))
+                .build()
+        });
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build());
+    let summary = mapper(&[&versioned], &[&update])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), Some("v-older")),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.written, 1);
+    assert_eq!(versioned.num_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_that_is_no_s3_notification_is_invalid() {
+    let err = mapper(&[], &[])
+        .handle(&json!({"hello": "world"}), &a_minute(), &mut metrics())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "InvalidEvent");
+    assert!(!err.is_retryable());
+}
+
+fn context_with(deadline_in: Duration) -> Context {
+    let mut context = Context::default();
+    context.deadline = (SystemTime::now() + deadline_in)
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    context
+}
+
+#[tokio::test]
+async fn invoke_handles_the_sample_event_and_reports_errors_with_their_type() {
+    let event: Value = serde_json::from_str(include_str!(
+        "../../../events/counter-mapper/sns-s3-put.json"
+    ))
+    .unwrap();
+    let versioned = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|req| {
+            req.key() == Some(KEY) && req.version_id() == Some("3HL4kqtJlcpXroDTDmjVBH40Nrjfkd")
+        })
+        .then_output(|| {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(b"COUNTER1 123456\n"))
+                .build()
+        });
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build());
+    let mapper = mapper(&[&versioned], &[&update]);
+    let summary = mapper
+        .invoke(LambdaEvent::new(
+            event.clone(),
+            context_with(Duration::from_secs(30)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(summary.written, 1);
+
+    let err = mapper
+        .invoke(LambdaEvent::new(
+            json!([]),
+            context_with(Duration::from_secs(30)),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent");
+}
