@@ -1,0 +1,668 @@
+//! `POST /events`: decides the HTTP answer for one API Gateway proxy request.
+//!
+//! - `202 {"accepted": n}` only when every event was written to the stream;
+//! - `503` with counts and the positions of the events not written after retries
+//!   (the client resends those; nothing is ever reported accepted that was not written);
+//! - `400`/`413`/`415` with a message naming the problem, before anything is written;
+//! - `405` for any method other than POST.
+//!
+//! The one place where outcomes become statuses is [`Rejection::status`] and
+//! [`Ingest::handle`].
+
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde_json::json;
+use sluice_aws::kinesis::{OutgoingRecord, PutRecordsWriter, PutReport};
+use sluice_aws::retry::Deadline;
+use sluice_lambda::config::{ConfigError, Env};
+use sluice_lambda::metrics::Metrics;
+
+use crate::body::{BodyError, BodyFormat, Position, decode_body, split_events};
+use crate::record::{RecordError, RecordSettings, RequestFacts, build_records};
+
+/// Default `MAX_BODY_BYTES`: 5 MiB, before and after gzip (the Lambda request payload
+/// limit is 6 MB, and API Gateway base64-encodes binary bodies).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// Configuration, read once at cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    /// `STREAM_NAME` (required): stream name or ARN.
+    pub stream: String,
+    pub records: RecordSettings,
+    /// `MAX_BODY_BYTES`: largest body accepted, as received and after inflating.
+    pub max_body_bytes: usize,
+}
+
+impl IngestConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let received_at_field = env.string_or("RECEIVED_AT_FIELD", "received_at");
+        let request_id_field = env.string_or("REQUEST_ID_FIELD", "request_id");
+        if received_at_field == request_id_field {
+            return Err(ConfigError::invalid(
+                "REQUEST_ID_FIELD",
+                &request_id_field,
+                "must differ from RECEIVED_AT_FIELD",
+            ));
+        }
+        Ok(IngestConfig {
+            stream: env.required("STREAM_NAME")?,
+            records: RecordSettings {
+                partition_key_field: env.optional("PARTITION_KEY_FIELD"),
+                received_at_field,
+                request_id_field,
+            },
+            max_body_bytes: env.number_in(
+                "MAX_BODY_BYTES",
+                DEFAULT_MAX_BODY_BYTES,
+                1..=64 * 1024 * 1024,
+            )?,
+        })
+    }
+}
+
+/// Why a request was refused before anything was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+impl Rejection {
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::Body(e) => e.status(),
+            Rejection::Record(e) => e.status(),
+        }
+    }
+}
+
+/// The function: configuration and the stream writer.
+pub struct Ingest {
+    config: IngestConfig,
+    writer: PutRecordsWriter,
+}
+
+impl Ingest {
+    pub fn new(config: IngestConfig, writer: PutRecordsWriter) -> Self {
+        Ingest { config, writer }
+    }
+
+    /// Answers one request; every outcome is an HTTP response (a handler error would
+    /// reach the client as an opaque `502`).
+    pub async fn handle(
+        &self,
+        request: &ApiGatewayProxyRequest,
+        facts: &RequestFacts,
+        deadline: &Deadline,
+        metrics: &mut Metrics,
+    ) -> ApiGatewayProxyResponse {
+        if request.http_method != http::Method::POST {
+            let mut response = json_response(
+                405,
+                &json!({"message": format!("method {} is not allowed; use POST", request.http_method)}),
+            );
+            response
+                .headers
+                .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let records = match self.records_of(request, facts) {
+            Ok(records) => records,
+            Err(rejection) => {
+                let status = rejection.status();
+                tracing::info!(status, reason = %rejection, request_id = %facts.request_id, "request refused");
+                metrics.count(&format!("Refused.{status}"), 1);
+                return json_response(status, &json!({"message": rejection.to_string()}));
+            }
+        };
+        let positions: Vec<Position> = records.iter().map(|r| r.position).collect();
+        let outgoing = records
+            .into_iter()
+            .map(|r| OutgoingRecord::new(r.partition_key, r.data))
+            .collect();
+        let report = self.writer.put_all(outgoing, deadline).await;
+        metrics.count("EventsAccepted", report.written as u64);
+        if report.is_complete() {
+            return json_response(202, &json!({"accepted": report.written}));
+        }
+        metrics.count(
+            "EventsNotWritten",
+            (positions.len() - report.written) as u64,
+        );
+        unwritten_response(&report, &positions, &facts.request_id)
+    }
+
+    fn records_of(
+        &self,
+        request: &ApiGatewayProxyRequest,
+        facts: &RequestFacts,
+    ) -> Result<Vec<crate::record::EventRecord>, Rejection> {
+        let body = decode_body(
+            request.body.as_deref(),
+            request.is_base64_encoded,
+            header(&request.headers, CONTENT_ENCODING.as_str()),
+            self.config.max_body_bytes,
+        )?;
+        let format = BodyFormat::from_content_type(header(&request.headers, CONTENT_TYPE.as_str()));
+        let events = split_events(&body, format)?;
+        Ok(build_records(
+            &events,
+            &self.config.records,
+            facts,
+            random_partition_key,
+        )?)
+    }
+}
+
+/// The request id and receive time API Gateway recorded, else the Lambda request id
+/// and `now_ms`.
+pub fn request_facts(
+    request: &ApiGatewayProxyRequest,
+    lambda_request_id: &str,
+    now_ms: i64,
+) -> RequestFacts {
+    let context = &request.request_context;
+    RequestFacts {
+        request_id: context
+            .request_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| lambda_request_id.to_owned()),
+        received_at_ms: if context.request_time_epoch > 0 {
+            context.request_time_epoch
+        } else {
+            now_ms
+        },
+    }
+}
+
+fn random_partition_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `503`: some events were not written; says which, so the client resends only those.
+fn unwritten_response(
+    report: &PutReport,
+    positions: &[Position],
+    request_id: &str,
+) -> ApiGatewayProxyResponse {
+    let mut not_written: Vec<(usize, String)> = report
+        .failed
+        .iter()
+        .map(|f| (f.index, f.error_code.clone()))
+        .chain(
+            report
+                .rejected
+                .iter()
+                .map(|r| (r.index, r.reason.to_string())),
+        )
+        .collect();
+    not_written.sort_by_key(|(index, _)| *index);
+    let failed = not_written.len();
+    let mut codes: Vec<&str> = not_written.iter().map(|(_, c)| c.as_str()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    tracing::warn!(
+        request_id,
+        written = report.written,
+        failed,
+        codes = ?codes,
+        "events not written to the stream"
+    );
+    let failed_events: Vec<String> = not_written
+        .iter()
+        .map(|(index, _)| positions[*index].to_string())
+        .collect();
+    let mut response = json_response(
+        503,
+        &json!({
+            "message": format!(
+                "{failed} of {} events could not be written to the stream after retries ({}); resend the events listed in failedEvents",
+                positions.len(),
+                codes.join(", ")
+            ),
+            "accepted": report.written,
+            "failed": failed,
+            "failedEvents": failed_events,
+        }),
+    );
+    response
+        .headers
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = i64::from(status);
+    response
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.body = Some(Body::Text(body.to_string()));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::Client;
+    use aws_sdk_kinesis::config::retry::RetryConfig;
+    use aws_sdk_kinesis::operation::put_records::{PutRecordsInput, PutRecordsOutput};
+    use aws_sdk_kinesis::types::PutRecordsResultEntry;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use serde_json::Value;
+    use sluice_aws::retry::Backoff;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// One PutRecords call: (partition key, data) per entry.
+    type Call = Vec<(String, Vec<u8>)>;
+
+    /// Every PutRecords call.
+    #[derive(Clone, Default)]
+    struct Sent(Arc<Mutex<Vec<Call>>>);
+
+    impl Sent {
+        fn record(&self, input: &PutRecordsInput) -> usize {
+            let mut calls = self.0.lock().unwrap();
+            calls.push(
+                input
+                    .records()
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.partition_key().unwrap_or_default().to_owned(),
+                            e.data().as_ref().to_vec(),
+                        )
+                    })
+                    .collect(),
+            );
+            calls.len() - 1
+        }
+
+        fn entries(&self) -> Vec<(String, Vec<u8>)> {
+            self.0.lock().unwrap().concat()
+        }
+
+        fn calls(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    fn ok_entry() -> PutRecordsResultEntry {
+        PutRecordsResultEntry::builder()
+            .sequence_number("49590338271490256608559692538361571095921575989136588898")
+            .shard_id("shardId-000000000000")
+            .build()
+    }
+
+    fn failed_entry(code: &str) -> PutRecordsResultEntry {
+        PutRecordsResultEntry::builder()
+            .error_code(code)
+            .error_message("Rate exceeded for shard shardId-000000000000")
+            .build()
+    }
+
+    fn output(entries: Vec<PutRecordsResultEntry>) -> PutRecordsOutput {
+        let failed = entries.iter().filter(|e| e.error_code().is_some()).count();
+        PutRecordsOutput::builder()
+            .set_records(Some(entries))
+            .failed_record_count(i32::try_from(failed).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// Answers each call; `fail(call, partition key, data)` decides which entries fail.
+    fn kinesis(sent: &Sent, fail: impl Fn(usize, &[u8]) -> bool + Send + Sync + 'static) -> Rule {
+        let sent = sent.clone();
+        mock!(Client::put_records).then_compute_output(move |input| {
+            let call = sent.record(input);
+            output(
+                input
+                    .records()
+                    .iter()
+                    .map(|e| {
+                        if fail(call, e.data().as_ref()) {
+                            failed_entry("ProvisionedThroughputExceededException")
+                        } else {
+                            ok_entry()
+                        }
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    fn ingest(rule: &Rule, env: &[(&str, &str)]) -> Ingest {
+        let mut pairs = vec![("STREAM_NAME", "events")];
+        pairs.extend_from_slice(env);
+        let config = IngestConfig::from_env(&Env::from_pairs(pairs)).unwrap();
+        let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, &[rule], |c| c
+            .retry_config(RetryConfig::disabled()));
+        let writer = PutRecordsWriter::new(
+            client,
+            config.stream.clone(),
+            Backoff::new(Duration::from_millis(50), Duration::from_millis(400), 2.0),
+        );
+        Ingest::new(config, writer)
+    }
+
+    fn request(body: Option<&str>, headers: &[(&'static str, &str)]) -> ApiGatewayProxyRequest {
+        let mut request = ApiGatewayProxyRequest::default();
+        request.http_method = http::Method::POST;
+        request.path = Some("/events".into());
+        request.body = body.map(str::to_owned);
+        for (name, value) in headers {
+            request
+                .headers
+                .insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        request.request_context.request_id = Some("req-1".into());
+        request.request_context.request_time_epoch = 1_714_560_000_123;
+        request
+    }
+
+    fn facts() -> RequestFacts {
+        RequestFacts {
+            request_id: "req-1".into(),
+            received_at_ms: 1_714_560_000_123,
+        }
+    }
+
+    async fn call(ingest: &Ingest, request: &ApiGatewayProxyRequest) -> (u16, Value, Metrics) {
+        let mut metrics = Metrics::new("sluice", "ingest-api");
+        let response = ingest
+            .handle(
+                request,
+                &facts(),
+                &Deadline::after(Duration::from_secs(5)),
+                &mut metrics,
+            )
+            .await;
+        let body = match response.body {
+            Some(Body::Text(text)) => serde_json::from_str(&text).unwrap(),
+            other => panic!("expected a JSON text body, got {other:?}"),
+        };
+        (u16::try_from(response.status_code).unwrap(), body, metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accepts_ndjson_and_writes_enriched_records_keyed_by_the_field() {
+        let sent = Sent::default();
+        let ingest = ingest(
+            &kinesis(&sent, |_, _| false),
+            &[("PARTITION_KEY_FIELD", "player_id")],
+        );
+        let body = "{\"player_id\":\"p-1\",\"kind\":\"login\"}\n{\"player_id\":\"p-2\",\"kind\":\"match_start\"}\n";
+        let (status, answer, metrics) = call(
+            &ingest,
+            &request(Some(body), &[("content-type", "application/x-ndjson")]),
+        )
+        .await;
+        assert_eq!((status, answer), (202, json!({"accepted": 2})));
+        let entries = sent.entries();
+        assert_eq!(entries[0].0, "p-1");
+        assert_eq!(
+            String::from_utf8(entries[0].1.clone()).unwrap(),
+            r#"{"player_id":"p-1","kind":"login","received_at":1714560000123,"request_id":"req-1"}"#
+        );
+        assert_eq!(entries[1].0, "p-2");
+        assert_eq!(metrics.get("EventsAccepted"), Some(2.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accepts_a_gzip_base64_json_array_with_random_keys() {
+        let sent = Sent::default();
+        let ingest = ingest(&kinesis(&sent, |_, _| false), &[]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(br#"[{"n":1},{"n":2},{"n":3}]"#).unwrap();
+        let encoded = aws_smithy_types::base64::encode(gz.finish().unwrap());
+        let mut req = request(
+            Some(&encoded),
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+        );
+        req.is_base64_encoded = true;
+        let (status, answer, _) = call(&ingest, &req).await;
+        assert_eq!((status, answer), (202, json!({"accepted": 3})));
+        let entries = sent.entries();
+        assert_eq!(entries.len(), 3);
+        let keys: std::collections::HashSet<&str> =
+            entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys.len(), 3, "each event gets its own random key");
+        assert!(keys.iter().all(|k| k.len() == 32));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_refusal_has_its_status_and_message_and_writes_nothing() {
+        let sent = Sent::default();
+        let ingest = ingest(&kinesis(&sent, |_, _| false), &[("MAX_BODY_BYTES", "64")]);
+        let ndjson = [("content-type", "application/x-ndjson")];
+        let cases: Vec<(ApiGatewayProxyRequest, u16, &str)> = vec![
+            (request(None, &[]), 400, "request body is empty"),
+            (request(Some("  \n"), &ndjson), 400, "request body is empty"),
+            (
+                request(Some("{\"a\":1,}"), &[]),
+                400,
+                "malformed JSON at line 1, column 8: trailing comma",
+            ),
+            (
+                request(Some("{\"a\":1}\n{\"a\":2\n"), &ndjson),
+                400,
+                "malformed JSON on NDJSON line 2, column 6: EOF while parsing an object",
+            ),
+            (
+                request(Some("[{\"a\":1},\"x\"]"), &[]),
+                400,
+                "array index 1 is a string, not a JSON object",
+            ),
+            (
+                request(Some("{\"a\":1}\n42\n"), &ndjson),
+                400,
+                "line 2 is a number, not a JSON object",
+            ),
+            (
+                request(Some("[]"), &[]),
+                400,
+                "the JSON array holds no events",
+            ),
+            (
+                request(Some("{\"request_id\":\"mine\"}"), &[]),
+                400,
+                "already has a \"request_id\" field",
+            ),
+            (
+                request(Some(&format!("{{\"pad\":\"{}\"}}", "x".repeat(60))), &[]),
+                413,
+                "over the limit of 64 bytes",
+            ),
+            (
+                request(Some("{}"), &[("content-encoding", "br")]),
+                415,
+                "Content-Encoding \"br\" is not supported",
+            ),
+        ];
+        for (req, expected_status, expected_message) in cases {
+            let (status, answer, metrics) = call(&ingest, &req).await;
+            let message = answer["message"].as_str().unwrap();
+            assert_eq!(status, expected_status, "{message}");
+            assert!(message.contains(expected_message), "{message}");
+            assert_eq!(
+                metrics.get(&format!("Refused.{expected_status}")),
+                Some(1.0)
+            );
+        }
+        assert_eq!(sent.calls(), 0, "no refused request wrote anything");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oversize_event_refuses_the_whole_request_before_writing() {
+        let sent = Sent::default();
+        let ingest = ingest(&kinesis(&sent, |_, _| false), &[]);
+        let body = format!(
+            "{{\"n\":1}}\n{{\"blob\":\"{}\"}}\n",
+            "z".repeat(sluice_aws::kinesis::MAX_RECORD_BYTES)
+        );
+        let (status, answer, _) = call(
+            &ingest,
+            &request(Some(&body), &[("content-type", "application/x-ndjson")]),
+        )
+        .await;
+        assert_eq!(status, 413);
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("event at line 2 makes a 1048"),
+            "{answer}"
+        );
+        assert_eq!(sent.calls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resent_entries_that_succeed_still_earn_202() {
+        let sent = Sent::default();
+        // The first call fails the second event; the resend succeeds.
+        let ingest = ingest(
+            &kinesis(&sent, |call, data| {
+                call == 0 && data.starts_with(b"{\"n\":2")
+            }),
+            &[],
+        );
+        let (status, answer, _) = call(&ingest, &request(Some("[{\"n\":1},{\"n\":2}]"), &[])).await;
+        assert_eq!((status, answer), (202, json!({"accepted": 2})));
+        assert_eq!(sent.calls(), 2);
+        assert_eq!(
+            sent.0.lock().unwrap()[1].len(),
+            1,
+            "only the failed entry resent"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_failing_until_the_deadline_earn_503_with_counts_and_positions() {
+        let sent = Sent::default();
+        let ingest = ingest(
+            &kinesis(&sent, |_, data| data.starts_with(b"{\"n\":2")),
+            &[],
+        );
+        let body = "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
+        let mut metrics = Metrics::new("sluice", "ingest-api");
+        let response = ingest
+            .handle(
+                &request(Some(body), &[("content-type", "application/x-ndjson")]),
+                &facts(),
+                &Deadline::after(Duration::from_secs(2)),
+                &mut metrics,
+            )
+            .await;
+        assert_eq!(response.status_code, 503);
+        assert_eq!(response.headers["retry-after"], "1");
+        let Some(Body::Text(text)) = response.body else {
+            panic!("text body")
+        };
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["accepted"], 2);
+        assert_eq!(answer["failed"], 1);
+        assert_eq!(answer["failedEvents"], json!(["line 2"]));
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("ProvisionedThroughputExceededException"),
+            "{answer}"
+        );
+        assert!(sent.calls() > 2, "kept resending while there was time");
+        assert_eq!(metrics.get("EventsNotWritten"), Some(1.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_stream_fails_every_event_with_503() {
+        let missing = mock!(Client::put_records).then_http_response(|| {
+            let mut response = aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(
+                    r#"{"__type":"ResourceNotFoundException","message":"Stream events not found"}"#,
+                ),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/x-amz-json-1.1");
+            response
+        });
+        let ingest = ingest(&missing, &[]);
+        let (status, answer, _) = call(&ingest, &request(Some("[{\"n\":1},{\"n\":2}]"), &[])).await;
+        assert_eq!(status, 503);
+        assert_eq!(answer["accepted"], 0);
+        assert_eq!(
+            answer["failedEvents"],
+            json!(["array index 0", "array index 1"])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn methods_other_than_post_are_not_allowed() {
+        let sent = Sent::default();
+        let ingest = ingest(&kinesis(&sent, |_, _| false), &[]);
+        let mut req = request(Some("{}"), &[]);
+        req.http_method = http::Method::GET;
+        let (status, _, _) = call(&ingest, &req).await;
+        assert_eq!(status, 405);
+        assert_eq!(sent.calls(), 0);
+    }
+
+    #[test]
+    fn request_facts_prefer_api_gateway_values() {
+        let req = request(Some("{}"), &[]);
+        assert_eq!(
+            request_facts(&req, "lambda-req", 99),
+            RequestFacts {
+                request_id: "req-1".into(),
+                received_at_ms: 1_714_560_000_123
+            }
+        );
+        let bare = ApiGatewayProxyRequest::default();
+        assert_eq!(
+            request_facts(&bare, "lambda-req", 99),
+            RequestFacts {
+                request_id: "lambda-req".into(),
+                received_at_ms: 99
+            }
+        );
+    }
+
+    #[test]
+    fn config_requires_the_stream_and_distinct_field_names() {
+        let err = IngestConfig::from_env(&Env::from_pairs([("MAX_BODY_BYTES", "10")])).unwrap_err();
+        assert!(err.to_string().contains("STREAM_NAME"), "{err}");
+        let err = IngestConfig::from_env(&Env::from_pairs([
+            ("STREAM_NAME", "s"),
+            ("RECEIVED_AT_FIELD", "meta"),
+            ("REQUEST_ID_FIELD", "meta"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("REQUEST_ID_FIELD"), "{err}");
+        let err = IngestConfig::from_env(&Env::from_pairs([
+            ("STREAM_NAME", "s"),
+            ("MAX_BODY_BYTES", "lots"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("MAX_BODY_BYTES"), "{err}");
+        let config = IngestConfig::from_env(&Env::from_pairs([("STREAM_NAME", "s")])).unwrap();
+        assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(config.records.partition_key_field, None);
+        assert_eq!(config.records.received_at_field, "received_at");
+        assert_eq!(config.records.request_id_field, "request_id");
+    }
+}
