@@ -1,0 +1,967 @@
+//! The poller's decisions, with DynamoDB, SNS and Lambda mocked (aws-smithy-mocks)
+//! and the job API in memory. Time is tokio's paused clock: sleeps cost nothing.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::operation::update_item::{
+    UpdateItemError, UpdateItemInput, UpdateItemOutput,
+};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+use aws_sdk_lambda::operation::invoke::InvokeOutput;
+use aws_sdk_sns::operation::publish::PublishOutput;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::*;
+use crate::job_api::memory::{InMemoryJobApi, running};
+use crate::table::test_items::item;
+
+const ME: &str = "req-me";
+const OTHER: &str = "req-other";
+const FUNCTION: &str = "arn:aws:lambda:us-east-1:000000000000:function:sluice-job-poller";
+const SOURCE_ID: &str = "s3://reports-bucket/reports/2026/11/21/sales.csv#0055AED6DCD90281E5";
+const NOW: u64 = 1_700_000_100_000;
+const MARGIN: Duration = Duration::from_secs(2);
+
+fn config() -> Config {
+    Config {
+        jobs_table: "jobs".to_owned(),
+        topic_arn: "arn:aws:sns:us-east-1:000000000000:job-outcomes".to_owned(),
+        api_base_url: "https://bi.example.com/api".to_owned(),
+        token_secret: "job-api-token".to_owned(),
+        report_prefix: "reports/".to_owned(),
+        safety_margin: MARGIN,
+        poll_initial: Duration::from_millis(500),
+        poll_max: Duration::from_secs(1),
+        max_generations: 3,
+        api_timeout: Duration::from_secs(1),
+    }
+}
+
+fn fixed_now() -> u64 {
+    NOW
+}
+
+fn invocation(timeout: Duration) -> Invocation {
+    Invocation {
+        request_id: ME.to_owned(),
+        function_arn: FUNCTION.to_owned(),
+        deadline: Deadline::after(timeout),
+    }
+}
+
+/// The mocked AWS side of one test: rules, and what SNS and Lambda were sent.
+#[derive(Default)]
+struct Aws {
+    dynamodb: Vec<Rule>,
+    published: Arc<Mutex<Vec<Value>>>,
+    invoked: Arc<Mutex<Vec<Value>>>,
+    sns: Vec<Rule>,
+    lambda: Vec<Rule>,
+}
+
+impl Aws {
+    fn with(rules: Vec<Rule>) -> Self {
+        let mut aws = Aws {
+            dynamodb: rules,
+            ..Aws::default()
+        };
+        let published = aws.published.clone();
+        aws.sns.push(
+            mock!(aws_sdk_sns::Client::publish)
+                .match_requests(move |r| {
+                    let message = serde_json::from_str(r.message().unwrap()).unwrap();
+                    published.lock().unwrap().push(message);
+                    true
+                })
+                .then_output(|| PublishOutput::builder().message_id("msg-1").build()),
+        );
+        let invoked = aws.invoked.clone();
+        aws.lambda.push(
+            mock!(aws_sdk_lambda::Client::invoke)
+                .match_requests(move |r| {
+                    assert_eq!(r.function_name(), Some(FUNCTION));
+                    assert_eq!(r.invocation_type(), Some(&InvocationType::Event));
+                    let payload = serde_json::from_slice(r.payload().unwrap().as_ref()).unwrap();
+                    invoked.lock().unwrap().push(payload);
+                    true
+                })
+                .then_output(|| InvokeOutput::builder().status_code(202).build()),
+        );
+        aws
+    }
+
+    fn poller<'a>(&self, api: &'a InMemoryJobApi) -> Poller<&'a InMemoryJobApi> {
+        let dynamodb_rules: Vec<&Rule> = self.dynamodb.iter().collect();
+        let sns_rules: Vec<&Rule> = self.sns.iter().collect();
+        let lambda_rules: Vec<&Rule> = self.lambda.iter().collect();
+        let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &dynamodb_rules, |c| c
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()));
+        let sns = mock_client!(aws_sdk_sns, RuleMode::MatchAny, &sns_rules, |c| c
+            .retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled()));
+        let lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, &lambda_rules, |c| c
+            .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled()));
+        Poller::new(
+            config(),
+            JobsTable::new(dynamodb, "jobs"),
+            api,
+            sns,
+            lambda,
+            fixed_now,
+        )
+    }
+
+    fn published(&self) -> Vec<Value> {
+        self.published.lock().unwrap().clone()
+    }
+
+    fn invoked(&self) -> Vec<Value> {
+        self.invoked.lock().unwrap().clone()
+    }
+}
+
+fn ccf_update() -> UpdateItemError {
+    UpdateItemError::ConditionalCheckFailedException(
+        ConditionalCheckFailedException::builder()
+            .message("The conditional request failed")
+            .build(),
+    )
+}
+
+/// Which conditional write an `UpdateItem` is, by a word only its expression has.
+fn is_update(input: &UpdateItemInput, marker: &str) -> bool {
+    input
+        .update_expression()
+        .is_some_and(|e| e.contains(marker))
+}
+
+fn value<'a>(input: &'a UpdateItemInput, name: &str) -> Option<&'a str> {
+    input
+        .expression_attribute_values()
+        .and_then(|v| v.get(name))
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+const STARTED: &str = "#started";
+const TURN: &str = "list_append";
+const OUTCOME: &str = "#detail";
+const NOTIFY: &str = "#nowner";
+const NOTIFIED: &str = "#message";
+
+fn update_ok(marker: &'static str) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |r| is_update(r, marker))
+        .then_output(|| UpdateItemOutput::builder().build())
+}
+
+fn update_fails(marker: &'static str) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |r| is_update(r, marker))
+        .then_error(ccf_update)
+}
+
+fn outcome_ok(expected: JobState) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |r| {
+            is_update(r, OUTCOME) && value(r, ":outcome") == Some(expected.as_str())
+        })
+        .then_output(|| UpdateItemOutput::builder().build())
+}
+
+fn turn_claimed(generation: u32) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |r| {
+            is_update(r, TURN)
+                && r.expression_attribute_values()
+                    .and_then(|v| v.get(":prev"))
+                    .and_then(|v| v.as_n().ok())
+                    == Some(&(generation - 1).to_string())
+        })
+        .then_output(move || {
+            UpdateItemOutput::builder()
+                .set_attributes(Some(item(
+                    SOURCE_ID,
+                    JobState::Running,
+                    Some("job-1"),
+                    Some(generation),
+                    Some(ME),
+                )))
+                .build()
+        })
+}
+
+fn claim_ok() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|r| r.condition_expression() == Some("attribute_not_exists(#pk)"))
+        .then_output(|| PutItemOutput::builder().build())
+}
+
+fn claim_exists() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+        PutItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder().build(),
+        )
+    })
+}
+
+fn stored(item: std::collections::HashMap<String, AttributeValue>) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::get_item)
+        .match_requests(|r| r.consistent_read() == Some(true))
+        .then_output(move || {
+            GetItemOutput::builder()
+                .set_item(Some(item.clone()))
+                .build()
+        })
+}
+
+fn num_calls(rules: &[Rule]) -> usize {
+    rules.iter().map(Rule::num_calls).sum()
+}
+
+fn s3_put(key: &str) -> Value {
+    json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-21T06:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "10.0.0.1"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "job-poller-reports",
+               "bucket": {"name": "reports-bucket", "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": "arn:aws:s3:::reports-bucket"},
+               "object": {"key": key, "size": 52_428, "eTag": "0123456789abcdef0123456789abcdef", "sequencer": "0055AED6DCD90281E5"}}
+    }]})
+}
+
+fn continuation(generation: u32, budget_remaining: u32) -> Value {
+    serde_json::to_value(Continuation::new(
+        SOURCE_ID,
+        "job-1",
+        generation,
+        budget_remaining,
+        0,
+    ))
+    .unwrap()
+}
+
+fn succeeded() -> Result<JobStatus, ApiError> {
+    Ok(JobStatus::Succeeded {
+        message: Some("1200 rows loaded".to_owned()),
+    })
+}
+
+fn only(summary: Summary) -> JobReport {
+    assert_eq!(summary.jobs.len(), 1, "{summary:?}");
+    summary.jobs.into_iter().next().unwrap()
+}
+
+// --- start ---------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn new_report_starts_one_job_follows_it_and_notifies_success_once() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running(), running(), succeeded()]);
+    let aws = Aws::with(vec![
+        claim_ok(),
+        update_ok(STARTED),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+    let poller = aws.poller(&api);
+
+    let job = only(
+        poller
+            .handle(
+                &s3_put("reports/2026/11/21/sales.csv"),
+                &invocation(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    assert_eq!(job.job_id.as_deref(), Some("job-1"));
+    let starts = api.starts();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(
+        starts[0].source.uri,
+        "s3://reports-bucket/reports/2026/11/21/sales.csv"
+    );
+    assert!(starts[0].idempotency_key.starts_with("sluice-job-poller-"));
+    assert_eq!(api.status_calls(), 3);
+    let published = aws.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["outcome"], "SUCCEEDED");
+    assert_eq!(published[0]["job_id"], "job-1");
+    assert_eq!(published[0]["generations"], 1);
+    assert_eq!(published[0]["detail"], "1200 rows loaded");
+    assert_eq!(
+        published[0]["source"]["key"],
+        "reports/2026/11/21/sales.csv"
+    );
+    assert_eq!(published[0]["source_id"], SOURCE_ID);
+    assert!(aws.invoked().is_empty());
+    assert_eq!(
+        aws.dynamodb[4].num_calls(),
+        1,
+        "notification marked as sent"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn job_outlasting_the_invocation_hands_over_before_the_margin() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running()]);
+    let aws = Aws::with(vec![claim_ok(), update_ok(STARTED)]);
+    let poller = aws.poller(&api);
+    let inv = invocation(Duration::from_secs(10));
+
+    let job = only(
+        poller
+            .handle(&s3_put("reports/2026/11/21/sales.csv"), &inv)
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::HandedOff);
+    let invoked = aws.invoked();
+    assert_eq!(invoked.len(), 1);
+    assert_eq!(invoked[0]["kind"], "job-poller/continue");
+    assert_eq!(invoked[0]["job_id"], "job-1");
+    assert_eq!(invoked[0]["source_id"], SOURCE_ID);
+    assert_eq!(invoked[0]["generation"], 1);
+    assert_eq!(
+        invoked[0]["budget_remaining"], 1,
+        "MAX_GENERATIONS 3: generations 1 and 2 left"
+    );
+    assert!(
+        Instant::now() <= inv.deadline.instant() - MARGIN,
+        "never slept into the margin"
+    );
+    assert!(aws.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_interval_backs_off_to_its_maximum_and_stops_before_the_margin() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running()]);
+    let aws = Aws::with(vec![claim_ok(), update_ok(STARTED)]);
+    let poller = aws.poller(&api);
+    let inv = invocation(Duration::from_secs(10));
+    let start = Instant::now();
+
+    poller.handle(&s3_put("reports/a.csv"), &inv).await.unwrap();
+
+    let times: Vec<Duration> = api.status_call_times().iter().map(|t| *t - start).collect();
+    let expected: Vec<Duration> = [0, 500, 1500, 2500, 3500, 4500, 5500, 6500, 7500]
+        .into_iter()
+        .map(Duration::from_millis)
+        .collect();
+    assert_eq!(times, expected);
+    // The handover carries where the interval had got to.
+    assert_eq!(aws.invoked()[0]["poll_attempt"], 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn redelivered_s3_event_starts_no_second_job() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![
+        claim_exists(),
+        stored(item(
+            SOURCE_ID,
+            JobState::Running,
+            Some("job-1"),
+            Some(2),
+            Some(OTHER),
+        )),
+    ]);
+    let poller = aws.poller(&api);
+
+    let job = only(
+        poller
+            .handle(
+                &s3_put("reports/2026/11/21/sales.csv"),
+                &invocation(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Duplicate);
+    assert_eq!(job.job_id.as_deref(), Some("job-1"));
+    assert!(api.starts().is_empty());
+    assert_eq!(api.status_calls(), 0);
+    assert!(aws.invoked().is_empty() && aws.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn redelivery_after_a_finished_job_is_a_duplicate_too() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![
+        claim_exists(),
+        stored(item(
+            SOURCE_ID,
+            JobState::Succeeded,
+            Some("job-1"),
+            Some(4),
+            Some(OTHER),
+        )),
+    ]);
+    let job = only(
+        aws.poller(&api)
+            .handle(
+                &s3_put("reports/2026/11/21/sales.csv"),
+                &invocation(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(job.action, Action::Duplicate);
+    assert_eq!(job.detail.as_deref(), Some("already SUCCEEDED"));
+    assert!(api.starts().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_claimed_but_never_recorded_is_resumed_with_the_stored_idempotency_key() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [succeeded()]);
+    let aws = Aws::with(vec![
+        claim_exists(),
+        stored(item(SOURCE_ID, JobState::Starting, None, None, None)),
+        update_ok(STARTED),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(
+                &s3_put("reports/2026/11/21/sales.csv"),
+                &invocation(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    assert_eq!(api.starts().len(), 1);
+    assert_eq!(api.starts()[0].idempotency_key, "sluice-job-poller-test");
+    assert_eq!(aws.published().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_delivery_that_loses_generation_zero_does_not_poll() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running()]);
+    let aws = Aws::with(vec![claim_ok(), update_fails(STARTED)]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(
+                &s3_put("reports/2026/11/21/sales.csv"),
+                &invocation(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Duplicate);
+    assert_eq!(api.status_calls(), 0);
+    assert!(aws.invoked().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_start_is_recorded_as_failed_and_notified_without_a_job_id() {
+    let api = InMemoryJobApi::new();
+    api.fail_starts([ApiError::Rejected {
+        operation: "start job",
+        status: 422,
+        body: "not a report".to_owned(),
+    }]);
+    let outcome_from_starting = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|r| {
+            is_update(r, OUTCOME)
+                && value(r, ":from") == Some("STARTING")
+                && r.condition_expression() == Some("#state = :from")
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    let aws = Aws::with(vec![
+        claim_ok(),
+        outcome_from_starting,
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(
+                &s3_put("reports/2026/11/21/sales.csv"),
+                &invocation(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    let published = aws.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["outcome"], "FAILED");
+    assert_eq!(published[0]["job_id"], Value::Null);
+    assert!(
+        published[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 422"),
+        "{}",
+        published[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_failing_transiently_past_the_margin_is_a_retryable_error() {
+    let api = InMemoryJobApi::new();
+    api.fail_starts((0..1000).map(|_| ApiError::Transient {
+        operation: "start job",
+        detail: "HTTP 503".to_owned(),
+    }));
+    let aws = Aws::with(vec![claim_ok(), update_ok(STARTED)]);
+
+    let err = aws
+        .poller(&api)
+        .handle(
+            &s3_put("reports/2026/11/21/sales.csv"),
+            &invocation(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(FunctionError::from(err).error_type, "Retryable.JobStart");
+    assert!(api.starts().len() > 1, "retried within the invocation");
+    assert_eq!(aws.dynamodb[1].num_calls(), 0, "no job recorded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_reports_are_skipped_without_touching_the_table() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![claim_ok()]);
+    let poller = aws.poller(&api);
+    let mut removed = s3_put("reports/old.csv");
+    removed["Records"][0]["eventName"] = json!("ObjectRemoved:Delete");
+    let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-21T06:00:00.000Z", "Bucket": "reports-bucket", "RequestId": "5582815E1AEA5ADF", "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"});
+
+    for (event, why) in [
+        (s3_put("exports/sales.csv"), "outside REPORT_PREFIX"),
+        (s3_put("reports/2026/"), "folder marker"),
+        (removed, "not an ObjectCreated event"),
+        (test_event, "s3:TestEvent"),
+    ] {
+        let job = only(
+            poller
+                .handle(&event, &invocation(Duration::from_secs(30)))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(job.action, Action::Skipped);
+        assert_eq!(job.detail.as_deref(), Some(why));
+    }
+    assert_eq!(num_calls(&aws.dynamodb), 0);
+    assert!(api.starts().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreadable_event_is_a_permanent_error() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![]);
+    let err = aws
+        .poller(&api)
+        .handle(
+            &json!({"detail": "?"}),
+            &invocation(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert_eq!(
+        FunctionError::from(err).error_type,
+        "Permanent.InvalidEvent"
+    );
+}
+
+// --- continue ------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn next_generation_claims_its_turn_and_reports_generations_used() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running(), succeeded()]);
+    let aws = Aws::with(vec![
+        turn_claimed(2),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(2, 0), &invocation(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    assert_eq!(job.generation, Some(2));
+    let published = aws.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["generations"], 3);
+    assert_eq!(published[0]["started_at_ms"], 1_700_000_001_000u64);
+    assert_eq!(published[0]["duration_ms"], NOW - 1_700_000_001_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicate_invocation_of_a_generation_loses_the_claim_and_exits_quietly() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running()]);
+    let aws = Aws::with(vec![
+        update_fails(TURN),
+        stored(item(
+            SOURCE_ID,
+            JobState::Running,
+            Some("job-1"),
+            Some(1),
+            Some(OTHER),
+        )),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Duplicate);
+    assert_eq!(api.status_calls(), 0);
+    assert!(aws.invoked().is_empty() && aws.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_of_the_same_invocation_resumes_its_own_turn() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running()]);
+    let aws = Aws::with(vec![
+        update_fails(TURN),
+        stored(item(
+            SOURCE_ID,
+            JobState::Running,
+            Some("job-1"),
+            Some(1),
+            Some(ME),
+        )),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(1, 1), &invocation(Duration::from_secs(5)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::HandedOff);
+    assert!(api.status_calls() > 0);
+    assert_eq!(aws.invoked()[0]["generation"], 2);
+    assert_eq!(aws.invoked()[0]["budget_remaining"], 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn last_generation_still_running_ends_with_budget_exhausted_once() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running()]);
+    let aws = Aws::with(vec![
+        turn_claimed(2),
+        outcome_ok(JobState::BudgetExhausted),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(2, 0), &invocation(Duration::from_secs(5)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    assert!(aws.invoked().is_empty(), "no generation past the budget");
+    let published = aws.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["outcome"], "BUDGET_EXHAUSTED");
+    assert_eq!(published[0]["generations"], 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn job_unknown_to_the_api_is_a_failure_outcome() {
+    let api = InMemoryJobApi::new(); // knows no job
+    let aws = Aws::with(vec![
+        turn_claimed(1),
+        outcome_ok(JobState::Failed),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    let published = aws.published();
+    assert_eq!(published[0]["outcome"], "FAILED");
+    assert!(
+        published[0]["detail"].as_str().unwrap().contains("404"),
+        "{}",
+        published[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_job_is_a_failure_outcome_with_the_api_message() {
+    let api = InMemoryJobApi::new();
+    api.script(
+        "job-1",
+        [Ok(JobStatus::Failed {
+            message: Some("column 7 is not a date".to_owned()),
+        })],
+    );
+    let aws = Aws::with(vec![
+        turn_claimed(1),
+        outcome_ok(JobState::Failed),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    aws.poller(&api)
+        .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        .await
+        .unwrap();
+
+    assert_eq!(aws.published()[0]["detail"], "column 7 is not a date");
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_status_errors_are_retried_and_do_not_end_the_job() {
+    let api = InMemoryJobApi::new();
+    let flaky = || {
+        Err(ApiError::Transient {
+            operation: "get job status",
+            detail: "HTTP 502".to_owned(),
+        })
+    };
+    api.script("job-1", [flaky(), flaky(), succeeded()]);
+    let aws = Aws::with(vec![
+        turn_claimed(1),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    assert_eq!(api.status_calls(), 3);
+    assert_eq!(aws.published()[0]["outcome"], "SUCCEEDED");
+}
+
+#[tokio::test(start_paused = true)]
+async fn api_down_for_a_whole_generation_hands_over_instead_of_failing() {
+    let api = InMemoryJobApi::new();
+    api.script(
+        "job-1",
+        [Err(ApiError::Transient {
+            operation: "get job status",
+            detail: "connection refused".to_owned(),
+        })],
+    );
+    let aws = Aws::with(vec![turn_claimed(1)]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::HandedOff);
+    assert!(aws.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn continuation_for_an_unknown_item_is_a_permanent_error() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![
+        update_fails(TURN),
+        mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build()),
+    ]);
+    let err = aws
+        .poller(&api)
+        .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        FunctionError::from(err).error_type,
+        "Permanent.UnknownSource"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_hand_over_is_a_retryable_error() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running()]);
+    let mut aws = Aws::with(vec![turn_claimed(1)]);
+    aws.lambda = vec![
+        mock!(aws_sdk_lambda::Client::invoke)
+            .sequence()
+            .http_status(503, None)
+            .repeatedly()
+            .build(),
+    ];
+
+    let err = aws
+        .poller(&api)
+        .handle(&continuation(1, 1), &invocation(Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(FunctionError::from(err).error_type, "Retryable.HandOff");
+    assert!(aws.lambda[0].num_calls() > 1, "retried before giving up");
+}
+
+// --- finish --------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn stale_generation_records_nothing_once_the_turn_moved_on() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [succeeded()]);
+    let aws = Aws::with(vec![
+        turn_claimed(1),
+        update_fails(OUTCOME),
+        stored(item(
+            SOURCE_ID,
+            JobState::Running,
+            Some("job-1"),
+            Some(2),
+            Some(OTHER),
+        )),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Superseded);
+    assert!(aws.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retried_final_step_does_not_notify_twice() {
+    // The first attempt recorded SUCCEEDED and published; a retry (same request id)
+    // finds its own recorded outcome and a notification already sent.
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![
+        update_fails(TURN),
+        stored(item(
+            SOURCE_ID,
+            JobState::Succeeded,
+            Some("job-1"),
+            Some(1),
+            Some(ME),
+        )),
+        update_fails(NOTIFY),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::AlreadyNotified);
+    assert!(aws.published().is_empty());
+    assert_eq!(api.status_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retried_final_step_publishes_if_the_first_attempt_did_not() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![
+        update_fails(TURN),
+        stored(item(
+            SOURCE_ID,
+            JobState::Succeeded,
+            Some("job-1"),
+            Some(1),
+            Some(ME),
+        )),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    let published = aws.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["outcome"], "SUCCEEDED");
+    assert_eq!(published[0]["detail"], "recorded earlier");
+    assert_eq!(published[0]["generations"], 2);
+    assert_eq!(published[0]["duration_ms"], 30_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn publish_failure_is_retryable_and_leaves_the_notification_unmarked() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [succeeded()]);
+    let mut aws = Aws::with(vec![
+        turn_claimed(1),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+    aws.sns = vec![
+        mock!(aws_sdk_sns::Client::publish)
+            .sequence()
+            .http_status(500, None)
+            .repeatedly()
+            .build(),
+    ];
+
+    let err = aws
+        .poller(&api)
+        .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+
+    assert_eq!(FunctionError::from(err).error_type, "Retryable.Notify");
+    assert_eq!(aws.dynamodb[3].num_calls(), 0, "notified_at not set");
+}
