@@ -622,6 +622,61 @@ mod tests {
         assert_eq!(sent.calls(), 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn sample_events_get_the_answers_their_names_promise() {
+        let samples = [
+            (
+                include_str!("../../../events/ingest-api/post-ndjson.json"),
+                202,
+            ),
+            (
+                include_str!("../../../events/ingest-api/post-json-array-gzip.json"),
+                202,
+            ),
+            (
+                include_str!("../../../events/ingest-api/post-single-object-text.json"),
+                202,
+            ),
+            (
+                include_str!("../../../events/ingest-api/post-malformed-ndjson.json"),
+                400,
+            ),
+            (
+                include_str!("../../../events/ingest-api/post-not-an-object.json"),
+                400,
+            ),
+        ];
+        for (sample, expected) in samples {
+            let sent = Sent::default();
+            let ingest = ingest(
+                &kinesis(&sent, |_, _| false),
+                &[("PARTITION_KEY_FIELD", "player_id")],
+            );
+            let req: ApiGatewayProxyRequest = serde_json::from_str(sample).unwrap();
+            let facts = request_facts(&req, "lambda-req", 0);
+            assert_eq!(facts.request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
+            let mut metrics = Metrics::new("sluice", "ingest-api");
+            let response = ingest
+                .handle(
+                    &req,
+                    &facts,
+                    &Deadline::after(Duration::from_secs(5)),
+                    &mut metrics,
+                )
+                .await;
+            assert_eq!(response.status_code, expected, "{:?}", response.body);
+            if expected == 202 {
+                assert!(
+                    sent.entries()
+                        .iter()
+                        .all(|(key, _)| key.starts_with("player-"))
+                );
+            } else {
+                assert_eq!(sent.calls(), 0);
+            }
+        }
+    }
+
     #[test]
     fn request_facts_prefer_api_gateway_values() {
         let req = request(Some("{}"), &[]);

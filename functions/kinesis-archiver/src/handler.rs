@@ -376,6 +376,26 @@ mod tests {
         assert_eq!(rule.num_calls(), 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_sample_batch_makes_one_object_per_hour() {
+        let objects = Objects::default();
+        let rule = store(&objects);
+        let event: Value = serde_json::from_str(include_str!(
+            "../../../events/kinesis-archiver/batch-across-an-hour.json"
+        ))
+        .unwrap();
+        let (response, _) = run(&archiver(&[&rule]), &event, Duration::from_secs(60)).await;
+        assert_eq!(response, json!({"batchItemFailures": []}));
+        let objects = objects.lock().unwrap();
+        let stamps: Vec<&str> = objects
+            .keys()
+            .map(|k| k.split('.').nth(1).unwrap())
+            .collect();
+        assert_eq!(stamps, ["2024050110", "2024050111"], "{objects:?}");
+        let (last_hour, _) = &objects.values().nth(1).unwrap();
+        assert!(last_hour.ends_with(b"\x1f\x8b\x08\x00 not utf-8 \xff\xfe\n"));
+    }
+
     #[test]
     fn config_requires_the_bucket_and_checks_ranges() {
         let err =
