@@ -170,3 +170,14 @@ def deploy(localstack, request):
                 sluice_deploy.delete(name, endpoint_url=localstack, region=REGION)
             except Exception as e:  # noqa: BLE001 (cleanup must not hide the test result)
                 print(f"could not delete stack {name}: {e}")
+
+
+@pytest.fixture(scope="session")
+def pipeline(localstack):
+    """The whole pipeline (``infra/pipeline.yaml``) deployed once per session as stack
+    ``$SLUICE_E2E_STACK`` (default ``sluice-e2e``); returns its outputs. Kept after the
+    session (redeploying an unchanged stack is quick); every referenced zip must be built."""
+    name = os.environ.get("SLUICE_E2E_STACK", "sluice-e2e")
+    return sluice_deploy.deploy(
+        REPO / "infra" / "pipeline.yaml", name, endpoint_url=localstack, region=REGION, log=print
+    )
