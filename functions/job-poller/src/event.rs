@@ -145,6 +145,32 @@ mod tests {
     }
 
     #[test]
+    fn sample_events_parse_as_what_they_claim_to_be() {
+        let parse = |text: &str| PollerEvent::parse(&serde_json::from_str(text).unwrap()).unwrap();
+        let report = parse(include_str!(
+            "../../../events/job-poller/s3-put-report.json"
+        ));
+        let PollerEvent::Objects(notices) = report else {
+            panic!("{report:?}")
+        };
+        let object = notices[0].as_object().unwrap();
+        assert_eq!(object.key, "reports/2026/11/21/daily sales (EU).csv");
+        assert!(ObjectVersion::of(object).is_some());
+        assert!(matches!(
+            parse(include_str!("../../../events/job-poller/continuation.json")),
+            PollerEvent::Continue(Continuation { generation: 3, .. })
+        ));
+        assert!(matches!(
+            parse(include_str!("../../../events/job-poller/s3-test-event.json")),
+            PollerEvent::Objects(n) if matches!(n[..], [S3Notice::TestEvent { .. }])
+        ));
+        assert!(matches!(
+            parse(include_str!("../../../events/job-poller/s3-put-outside-prefix.json")),
+            PollerEvent::Objects(n) if n.len() == 1
+        ));
+    }
+
+    #[test]
     fn continuation_events_round_trip() {
         let next = Continuation::new("s3://b/k#1", "j-1", 3, 5, 2);
         let value = serde_json::to_value(&next).unwrap();
