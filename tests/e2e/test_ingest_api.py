@@ -67,6 +67,11 @@ def records_with(aws, stream: str, tag: str) -> list[dict]:
     return [r for r in stream_records(aws, stream) if tag.encode() in r["Data"]]
 
 
+def archive_prefix(pipeline) -> str:
+    """The archive key prefix, from the ``s3://bucket/prefix`` output."""
+    return pipeline["ArchiveLocation"].removeprefix(f"s3://{pipeline['ArchiveBucketName']}/")
+
+
 def bunzip2(data: bytes) -> bytes:
     """Decompresses with the stock bzip2 CLI, as a downstream job would."""
     return subprocess.run(["bzip2", "-dc"], input=data, capture_output=True, check=True).stdout
@@ -123,7 +128,7 @@ def test_posted_events_reach_the_stream_enriched_and_the_archive_byte_for_byte(p
 
     # The archiver (event source mapping) writes every record, byte for byte, into the
     # object of its arrival hour.
-    bucket, prefix = pipeline["ArchiveBucketName"], pipeline.get("ArchivePrefix", "")
+    bucket, prefix = pipeline["ArchiveBucketName"], archive_prefix(pipeline)
 
     def archived():
         objects = archive_objects(aws, bucket, prefix)

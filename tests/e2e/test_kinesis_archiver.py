@@ -16,6 +16,11 @@ from conftest import invoke, marker
 SHARD = "shardId-000000000917"  # not a shard of the real stream: these keys are this test's own
 
 
+def archive_prefix(pipeline) -> str:
+    """The archive key prefix, from the ``s3://bucket/prefix`` output."""
+    return pipeline["ArchiveLocation"].removeprefix(f"s3://{pipeline['ArchiveBucketName']}/")
+
+
 def bunzip2(data: bytes) -> bytes:
     return subprocess.run(["bzip2", "-dc"], input=data, capture_output=True, check=True).stdout
 
@@ -75,7 +80,7 @@ def test_same_batch_twice_leaves_one_exact_object_per_hour(pipeline, aws):
     event = kinesis_event(pipeline["EventStreamArn"], records)
 
     name = pipeline["KinesisArchiverFunctionName"]
-    bucket, prefix = pipeline["ArchiveBucketName"], pipeline.get("ArchivePrefix", "")
+    bucket, prefix = pipeline["ArchiveBucketName"], archive_prefix(pipeline)
     first = None
     for delivery in range(2):
         response, payload = invoke(name, event)
@@ -114,5 +119,5 @@ def test_unreadable_batch_fails_the_invocation_and_writes_nothing(pipeline, aws)
     assert response.get("FunctionError") == "Unhandled", payload
     assert payload["errorType"] == "InvalidKinesisEvent"
     assert f"{run_seq}000001" in payload["errorMessage"]
-    objects = objects_for(aws, pipeline["ArchiveBucketName"], pipeline.get("ArchivePrefix", ""), run_seq)
+    objects = objects_for(aws, pipeline["ArchiveBucketName"], archive_prefix(pipeline), run_seq)
     assert objects == {}
