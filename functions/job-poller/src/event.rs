@@ -79,7 +79,7 @@ impl PollerEvent {
 /// The identity of one object version: what makes a start idempotent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectVersion {
-    /// The jobs table key: `s3://bucket/key#<sequencer | version id | etag>`.
+    /// The jobs table key: `s3://bucket/key#<sequencer:versionId:eTag>` (those present).
     pub source_id: String,
     pub source: JobSource,
 }
@@ -87,13 +87,20 @@ pub struct ObjectVersion {
 impl ObjectVersion {
     /// `None` when the event names no version at all (no sequencer, version id or
     /// etag): such an event cannot be deduplicated.
+    ///
+    /// The version is every identifier the event carries (`sequencer:versionId:eTag`,
+    /// those present): all are the same when an event is redelivered, and any of them
+    /// differs for a new upload of the key, even where an emulator repeats sequencers.
     pub fn of(event: &S3ObjectEvent) -> Option<Self> {
-        let version = event
-            .sequencer
-            .as_deref()
-            .or(event.version_id.as_deref())
-            .or(event.etag.as_deref())
-            .filter(|v| !v.is_empty())?;
+        let parts: Vec<&str> = [&event.sequencer, &event.version_id, &event.etag]
+            .into_iter()
+            .filter_map(|v| v.as_deref())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        let version = parts.join(":");
         let uri = format!("s3://{}/{}", event.bucket, event.key);
         Some(ObjectVersion {
             source_id: format!("{uri}#{version}"),
@@ -199,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn object_version_prefers_the_sequencer_and_decodes_the_key() {
+    fn object_version_is_sequencer_and_etag_with_the_key_decoded() {
         let event = only_object(&s3_event(
             "reports/2026/sales+q3%2B.csv",
             Some("0055AED6DCD90281E5"),
@@ -207,7 +214,7 @@ mod tests {
         let version = ObjectVersion::of(&event).unwrap();
         assert_eq!(
             version.source_id,
-            "s3://reports-bucket/reports/2026/sales q3+.csv#0055AED6DCD90281E5"
+            "s3://reports-bucket/reports/2026/sales q3+.csv#0055AED6DCD90281E5:d41d8cd98f00b204e9800998ecf8427e"
         );
         assert_eq!(
             version.source.uri,
@@ -220,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn object_version_falls_back_to_the_etag() {
+    fn object_version_without_sequencer_is_the_etag() {
         let event = only_object(&s3_event("reports/a.csv", None));
         assert_eq!(
             ObjectVersion::of(&event).unwrap().source_id,

@@ -23,7 +23,7 @@ use crate::table::test_items::item;
 const ME: &str = "req-me";
 const OTHER: &str = "req-other";
 const FUNCTION: &str = "arn:aws:lambda:us-east-1:000000000000:function:sluice-job-poller";
-const SOURCE_ID: &str = "s3://reports-bucket/reports/2026/11/21/sales.csv#0055AED6DCD90281E5";
+const SOURCE_ID: &str = "s3://reports-bucket/reports/2026/11/21/sales.csv#0055AED6DCD90281E5:0123456789abcdef0123456789abcdef";
 const NOW: u64 = 1_700_000_100_000;
 const MARGIN: Duration = Duration::from_secs(2);
 

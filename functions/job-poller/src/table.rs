@@ -1,7 +1,7 @@
 //! The jobs table: one item per object version, and every conditional write that
 //! keeps one job per object version, one live chain per job, and one notification.
 //!
-//! Item (partition key `source_id` = `s3://bucket/key#<sequencer|version|etag>`):
+//! Item (partition key `source_id` = `s3://bucket/key#<sequencer:versionId:eTag>`):
 //!
 //! | attribute | meaning |
 //! |---|---|
