@@ -533,3 +533,89 @@ fn metadata_keys_are_ascii() {
         "in/caf%C3%A9%20%281%29.json"
     );
 }
+
+/// The sample events in `events/avro-converter/` (for `just invoke`) are what the handler
+/// expects: the puts are read with their key decoded once, the rest need no S3 at all.
+#[tokio::test(start_paused = true)]
+async fn sample_events_are_handled_as_documented() {
+    let config = Config::from_env(&Env::from_pairs([
+        (INPUT_BUCKET, "player-raw-local"),
+        (INPUT_PREFIX, "incoming/"),
+        (OUTPUT_BUCKET, "player-avro-local"),
+    ]))
+    .unwrap();
+    let put_key = "incoming/2024/05/14/player-events 09h (eu-west-1).json.snappy";
+    let multipart_key = "incoming/2024/05/14/player-events-10h.json.snappy";
+    let put_get = get_rule(
+        "player-raw-local",
+        put_key,
+        compress_raw(&ndjson(3, NEAR_TEN, 1_000)),
+    );
+    let multipart_get = get_rule(
+        "player-raw-local",
+        multipart_key,
+        compress_framed(&ndjson(3, NEAR_TEN, 1_000)),
+    );
+    let (put, _stored) = put_recorder();
+    let handler = Handler::new(
+        config.clone(),
+        converter(&config),
+        client(&[&put_get, &multipart_get, &put]),
+    );
+    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+
+    let summary = handler
+        .handle(
+            &parse(include_str!(
+                "../../../../events/avro-converter/s3-put.json"
+            )),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&summary.objects[0], ObjectOutcome::Converted { key, files, .. }
+            if key == put_key && files[0] == "avro/year=2024/month=05/day=14/hour=09/player-events 09h (eu-west-1).avro"),
+        "{summary:?}"
+    );
+    let summary = handler
+        .handle(
+            &parse(include_str!(
+                "../../../../events/avro-converter/s3-multipart-upload.json"
+            )),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        &summary.objects[0],
+        ObjectOutcome::Converted { records: 3, .. }
+    ));
+    let summary = handler
+        .handle(
+            &parse(include_str!(
+                "../../../../events/avro-converter/s3-put-own-output.json"
+            )),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        summary.objects[0],
+        ObjectOutcome::Ignored {
+            why: Ignored::OwnOutput,
+            ..
+        }
+    ));
+    let summary = handler
+        .handle(
+            &parse(include_str!(
+                "../../../../events/avro-converter/s3-test-event.json"
+            )),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.objects, [ObjectOutcome::TestEvent]);
+    assert_eq!((put_get.num_calls(), multipart_get.num_calls()), (1, 1));
+}
