@@ -291,6 +291,8 @@ def test_sqs_mapping_redelivers_only_the_reported_failure(probe, aws):
     assert deliveries[bodies[2]] == [("1", "failed"), ("2", "ok")]
 
 
+# kinesis-mock (behind Kinesis and DynamoDB Streams) lags when other suites write heavily
+@pytest.mark.timeout(330)
 def test_kinesis_mapping_retries_from_the_reported_failure_only(probe, aws):
     tag = marker()
     data = [f"{tag} first", f"{tag} second", f"{tag} probe-fail-once"]
@@ -304,7 +306,7 @@ def test_kinesis_mapping_retries_from_the_reported_failure_only(probe, aws):
         lambda: (found := deliveries_by_content(record_lines(name, tag)))
         and ("2", "ok") in found.get(data[2], [])
         and found,
-        timeout=120,
+        timeout=300,
         message="retry of the failed record",
     )
     assert deliveries[data[0]] == [("1", "ok")]
@@ -312,6 +314,8 @@ def test_kinesis_mapping_retries_from_the_reported_failure_only(probe, aws):
     assert deliveries[data[2]] == [("1", "failed"), ("2", "ok")]
 
 
+# kinesis-mock (behind Kinesis and DynamoDB Streams) lags when other suites write heavily
+@pytest.mark.timeout(330)
 def test_dynamodb_stream_mapping_retries_from_the_reported_failure_only(probe, aws):
     tag = marker()
     items = [f"{tag}-first", f"{tag}-second", f"{tag}-probe-fail-once"]
@@ -331,7 +335,7 @@ def test_dynamodb_stream_mapping_retries_from_the_reported_failure_only(probe, a
 
     deliveries = wait_until(
         lambda: (found := by_item()) and ("2", "ok") in found.get(items[2], []) and found,
-        timeout=120,
+        timeout=300,
         message="retry of the failed stream record",
     )
     assert deliveries[items[0]] == [("1", "ok")]
