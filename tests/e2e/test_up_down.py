@@ -124,12 +124,7 @@ def fresh(tmp_path_factory):
     shutil.rmtree(instance.state, ignore_errors=True)
     # the fresh tools cache is ~1 GB in ~55k files (zig): removing it takes minutes on a busy
     # machine, so it is removed in the background instead of holding up the test run
-    subprocess.Popen(
-        ["rm", "-rf", str(instance.root)],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    subprocess.run(["setsid", "-f", "rm", "-rf", str(instance.root)], check=False)
 
 
 def test_up_on_a_fresh_machine_reaches_healthy(fresh):
