@@ -358,8 +358,24 @@ def status() -> int:
     return 0 if state == "healthy" else 1
 
 
+def exclusively(command):
+    """Runs ``command`` holding the state directory's lock, so two ``up`` (or an
+    ``up`` and a ``down``) of the same instance never interleave."""
+    import fcntl
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / ".ctl.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return command()
+
+
 if __name__ == "__main__":
-    commands = {"up": up, "down": down, "status": status, "healthy": lambda: 0 if healthy() else 1}
+    commands = {
+        "up": lambda: exclusively(up),
+        "down": lambda: exclusively(down),
+        "status": status,
+        "healthy": lambda: 0 if healthy() else 1,
+    }
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: {sys.argv[0]} {'|'.join(commands)}")
     sys.exit(commands[sys.argv[1]]())
