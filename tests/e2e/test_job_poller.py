@@ -1,0 +1,391 @@
+"""job-poller end to end: S3 put -> job started on a fake job API -> followed across
+several self-invoked generations -> exactly one SNS notification (read from the
+outcome queue), with the chain recorded in the jobs table.
+
+The fake job API is a Python http.server on 127.0.0.1 started by this module; the
+function reaches it because the host executor runs the release bootstrap as a local
+process. Its base URL is the stack parameter JobApiBaseUrl, its bearer token the
+secret the stack generated. Each job's duration is chosen by a word in its object key.
+
+The stack is deployed with a short function timeout (4 s, 1 s of it kept back as the
+safety margin) so that a job of ~10 s needs several generations, and a budget of 8
+generations so that a very long job runs out.
+"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from boto3.dynamodb.types import TypeDeserializer
+
+from conftest import log_lines, marker, wait_until
+
+TIMEOUT_SECONDS = 4
+MAX_GENERATIONS = 8
+PREFIX = "reports/"
+
+
+# --- the fake job API ------------------------------------------------------
+
+
+class FakeJobApi:
+    """POST /jobs {source, idempotency_key} -> {job_id}; GET /jobs/{id} -> {status}.
+
+    Durations: the first rule whose word is in the object key wins (seconds);
+    keys containing "fail" end FAILED, keys containing "vanish" are forgotten (404)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.token = None
+        self.durations: list[tuple[str, float]] = []
+        self.jobs: dict[str, dict] = {}
+        self.by_key: dict[str, str] = {}
+        self.starts: list[dict] = []  # every POST, duplicates included
+        self.refused = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def duration_for(self, key: str) -> float:
+        for word, seconds in self.durations:
+            if word in key:
+                return seconds
+        return 1.0
+
+    def starts_for(self, key: str) -> list[dict]:
+        with self.lock:
+            return [s for s in self.starts if s["source"]["key"] == key]
+
+    def _handler(self):
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output readable
+                pass
+
+            def _answer(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorised(self) -> bool:
+                if self.headers.get("authorization") == f"Bearer {api.token}":
+                    return True
+                with api.lock:
+                    api.refused += 1
+                self._answer(401, {"error": "bad token"})
+                return False
+
+            def do_POST(self):
+                if self.path != "/jobs":
+                    return self._answer(404, {"error": "no such route"})
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                if not self._authorised():
+                    return
+                key = body["idempotency_key"]
+                with api.lock:
+                    api.starts.append(body)
+                    if key in api.by_key:
+                        return self._answer(200, {"job_id": api.by_key[key], "status": "RUNNING"})
+                    job_id = f"job-{len(api.jobs) + 1}"
+                    object_key = body["source"]["key"]
+                    api.jobs[job_id] = {
+                        "ends": time.monotonic() + api.duration_for(object_key),
+                        "fails": "fail" in object_key,
+                        "vanishes": "vanish" in object_key,
+                    }
+                    api.by_key[key] = job_id
+                self._answer(201, {"job_id": job_id, "status": "RUNNING"})
+
+            def do_GET(self):
+                if not self._authorised():
+                    return
+                job_id = self.path.removeprefix("/jobs/")
+                with api.lock:
+                    job = api.jobs.get(job_id)
+                if job is None or job["vanishes"]:
+                    return self._answer(404, {"error": "no such job"})
+                if time.monotonic() < job["ends"]:
+                    return self._answer(200, {"job_id": job_id, "status": "RUNNING"})
+                if job["fails"]:
+                    return self._answer(200, {"job_id": job_id, "status": "FAILED", "message": "bad rows"})
+                return self._answer(200, {"job_id": job_id, "status": "SUCCEEDED", "message": "loaded"})
+
+        return Handler
+
+
+# --- fixtures and helpers --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_api():
+    api = FakeJobApi()
+    api.thread.start()
+    yield api
+    api.server.shutdown()
+    api.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stack(deploy, fake_api, aws):
+    outputs = deploy(
+        "infra/pipeline.yaml",
+        JobApiBaseUrl=fake_api.base_url,
+        JobReportPrefix=PREFIX,
+        JobPollerTimeoutSeconds=str(TIMEOUT_SECONDS),
+        JobPollerSafetyMarginMs="1000",
+        JobPollInitialMs="300",
+        JobPollMaxMs="600",
+        JobPollerMaxGenerations=str(MAX_GENERATIONS),
+    )
+    secret = aws("secretsmanager").get_secret_value(SecretId=outputs["JobApiTokenSecretArn"])
+    fake_api.token = secret["SecretString"]
+    return outputs
+
+
+class Outcomes:
+    """Notifications from the outcome queue, kept per object key across tests."""
+
+    def __init__(self, sqs, queue_url):
+        self.sqs, self.queue_url = sqs, queue_url
+        self.by_key: dict[str, list[dict]] = {}
+
+    def drain(self):
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
+            if not batch:
+                return
+            for message in batch:
+                body = json.loads(message["Body"])
+                self.by_key.setdefault(body["source"]["key"], []).append(body)
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def for_key(self, key: str) -> list[dict]:
+        self.drain()
+        return self.by_key.get(key, [])
+
+    def wait_for(self, key: str, timeout: float) -> dict:
+        found = wait_until(lambda: self.for_key(key), timeout=timeout, interval=0.5, message=f"notification for {key}")
+        return found[0]
+
+
+@pytest.fixture(scope="module")
+def outcomes(stack, aws):
+    return Outcomes(aws("sqs"), stack["JobOutcomeQueueUrl"])
+
+
+def job_items(aws, stack, key: str) -> list[dict]:
+    deserialize = TypeDeserializer().deserialize
+    pages = aws("dynamodb").get_paginator("scan").paginate(
+        TableName=stack["JobsTableName"],
+        FilterExpression="object_key = :k",
+        ExpressionAttributeValues={":k": {"S": key}},
+        ConsistentRead=True,
+    )
+    return [{k: deserialize(v) for k, v in item.items()} for page in pages for item in page["Items"]]
+
+
+def one_item(aws, stack, key: str) -> dict:
+    items = job_items(aws, stack, key)
+    assert len(items) == 1, items
+    return items[0]
+
+
+def chain_generations(item: dict) -> list[int]:
+    return [int(link["generation"]) for link in item.get("chain", [])]
+
+
+def put_report(aws, stack, fake_api, word: str, seconds: float) -> str:
+    key = f"{PREFIX}{word}/{marker()}.csv"
+    fake_api.durations.append((word, seconds))
+    aws("s3").put_object(Bucket=stack["JobReportsBucketName"], Key=key, Body=b"region,amount\nEU,42\n")
+    return key
+
+
+def s3_event_for(item: dict) -> dict:
+    """The S3 notification for the item's object version, as S3 would deliver it again."""
+    obj = {"key": item["object_key"].replace(" ", "+"), "size": 20, "eTag": item.get("etag", "")}
+    if "sequencer" in item:
+        obj["sequencer"] = item["sequencer"]
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2026-11-21T06:00:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "bucket": {"name": item["bucket"], "arn": f"arn:aws:s3:::{item['bucket']}"},
+                    "object": obj,
+                },
+            }
+        ]
+    }
+
+
+def invoke_sync(aws, stack, payload) -> tuple[dict, object]:
+    response = aws("lambda").invoke(FunctionName=stack["JobPollerFunctionName"], Payload=json.dumps(payload).encode())
+    body = response["Payload"].read()
+    return response, json.loads(body) if body else None
+
+
+def lost_claims(stack, source_id: str, at_least: int) -> list[str] | None:
+    """Log lines of invocations that found their generation's turn taken, once there are enough."""
+    lines = [
+        line
+        for line in log_lines(stack["JobPollerFunctionName"], contains="turn already taken")
+        if source_id in line
+    ]
+    return lines if len(lines) >= at_least else None
+
+
+def assert_no_second_notification(outcomes, key: str, settle: float = 2 * TIMEOUT_SECONDS):
+    """Waits out a generation or two and checks nothing more arrived for `key`."""
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        assert len(outcomes.for_key(key)) == 1, outcomes.for_key(key)
+    assert len(outcomes.for_key(key)) == 1
+
+
+# --- tests -----------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_long_job_completes_through_several_generations_with_one_notification(stack, aws, fake_api, outcomes):
+    key = put_report(aws, stack, fake_api, "long", seconds=2.5 * TIMEOUT_SECONDS)
+
+    note = outcomes.wait_for(key, timeout=150)
+
+    assert note["outcome"] == "SUCCEEDED", note
+    assert note["generations"] >= 3, note
+    assert note["source"]["bucket"] == stack["JobReportsBucketName"]
+    assert note["duration_ms"] >= 2.5 * TIMEOUT_SECONDS * 1000 - 1000, note
+    item = one_item(aws, stack, key)
+    assert item["job_state"] == "SUCCEEDED"
+    assert item["job_id"] == note["job_id"]
+    assert chain_generations(item) == list(range(note["generations"])), item["chain"]
+    assert len({link["request_id"] for link in item["chain"]}) == note["generations"], "one invocation per generation"
+    assert "notified_at" in item
+    assert len(fake_api.starts_for(key)) == 1
+    assert_no_second_notification(outcomes, key)
+
+
+@pytest.mark.timeout(240)
+def test_job_outlasting_the_budget_ends_with_one_budget_exhausted_notification(stack, aws, fake_api, outcomes):
+    key = put_report(aws, stack, fake_api, "endless", seconds=3600)
+
+    note = outcomes.wait_for(key, timeout=180)
+
+    assert note["outcome"] == "BUDGET_EXHAUSTED", note
+    assert note["generations"] == MAX_GENERATIONS, note
+    item = one_item(aws, stack, key)
+    assert item["job_state"] == "BUDGET_EXHAUSTED"
+    assert chain_generations(item) == list(range(MAX_GENERATIONS))
+    assert_no_second_notification(outcomes, key)
+
+
+@pytest.mark.timeout(240)
+def test_duplicated_async_invocation_of_a_generation_leaves_one_chain(stack, aws, fake_api, outcomes):
+    key = put_report(aws, stack, fake_api, "duplicated", seconds=3 * TIMEOUT_SECONDS)
+    item = wait_until(
+        lambda: next((i for i in job_items(aws, stack, key) if i.get("generation") == 1), None),
+        timeout=60,
+        interval=0.2,
+        message="chain at generation 1",
+    )
+    # The event generation 1 will send for generation 2, delivered twice more.
+    duplicate = {
+        "kind": "job-poller/continue",
+        "source_id": item["source_id"],
+        "job_id": item["job_id"],
+        "generation": 2,
+        "budget_remaining": MAX_GENERATIONS - 3,
+    }
+    for _ in range(2):
+        response = aws("lambda").invoke(
+            FunctionName=stack["JobPollerFunctionName"], InvocationType="Event", Payload=json.dumps(duplicate).encode()
+        )
+        assert response["StatusCode"] == 202
+
+    note = outcomes.wait_for(key, timeout=150)
+
+    assert note["outcome"] == "SUCCEEDED", note
+    item = one_item(aws, stack, key)
+    generations = chain_generations(item)
+    assert generations == list(range(len(generations))), f"one turn per generation: {item['chain']}"
+    assert note["generations"] == len(generations)
+    # Of the three deliveries of generation 2, two found the turn taken and exited.
+    lost = wait_until(
+        lambda: lost_claims(stack, item["source_id"], at_least=2),
+        timeout=30,
+        message="two duplicate generation-2 invocations logged as losing the claim",
+    )
+    assert len(lost) >= 2
+    assert_no_second_notification(outcomes, key)
+
+
+@pytest.mark.timeout(240)
+def test_redelivered_s3_event_starts_no_second_job(stack, aws, fake_api, outcomes):
+    key = put_report(aws, stack, fake_api, "redelivered", seconds=2 * TIMEOUT_SECONDS)
+    item = wait_until(
+        lambda: next((i for i in job_items(aws, stack, key) if i["job_state"] == "RUNNING"), None),
+        timeout=60,
+        interval=0.3,
+        message="job running",
+    )
+
+    # Redelivered while the job runs, and again after it finished.
+    _, summary = invoke_sync(aws, stack, s3_event_for(item))
+    assert summary["jobs"][0]["action"] == "duplicate", summary
+    note = outcomes.wait_for(key, timeout=120)
+    assert note["outcome"] == "SUCCEEDED"
+    _, summary = invoke_sync(aws, stack, s3_event_for(item))
+    assert summary["jobs"][0]["action"] == "duplicate", summary
+
+    assert len(fake_api.starts_for(key)) == 1
+    assert len(job_items(aws, stack, key)) == 1
+    assert_no_second_notification(outcomes, key, settle=3)
+
+
+@pytest.mark.timeout(120)
+def test_failed_and_vanished_jobs_end_with_one_failure_notification(stack, aws, fake_api, outcomes):
+    failing = put_report(aws, stack, fake_api, "fail", seconds=1)
+    vanishing = put_report(aws, stack, fake_api, "vanish", seconds=1)
+
+    failed = outcomes.wait_for(failing, timeout=60)
+    vanished = outcomes.wait_for(vanishing, timeout=60)
+
+    assert failed["outcome"] == "FAILED" and failed["detail"] == "bad rows", failed
+    assert vanished["outcome"] == "FAILED" and "404" in vanished["detail"], vanished
+    assert one_item(aws, stack, failing)["job_state"] == "FAILED"
+    assert_no_second_notification(outcomes, vanishing, settle=3)
+
+
+@pytest.mark.timeout(60)
+def test_bad_input_is_rejected_or_skipped_without_a_job(stack, aws, fake_api):
+    response, body = invoke_sync(aws, stack, {"hello": "world"})
+    assert response.get("FunctionError") == "Unhandled", response
+    assert body["errorType"] == "Permanent.InvalidEvent", body
+
+    event = s3_event_for({"bucket": stack["JobReportsBucketName"], "object_key": "scratch/notes.txt", "etag": "e"})
+    _, summary = invoke_sync(aws, stack, event)
+    assert summary["jobs"] == [{"source": "scratch/notes.txt", "action": "skipped", "detail": "outside REPORT_PREFIX"}]
+
+    # An object outside the prefix never reaches the function (the notification filter).
+    aws("s3").put_object(Bucket=stack["JobReportsBucketName"], Key="scratch/other.csv", Body=b"x")
+    time.sleep(2)
+    assert job_items(aws, stack, "scratch/other.csv") == []
+    assert not [s for s in fake_api.starts if s["source"]["key"].startswith("scratch/")]
