@@ -68,8 +68,10 @@ pub struct RecordReject {
     pub expected: Option<String>,
     /// Human-readable reason, including path and expected type.
     pub reason: String,
-    /// The record as it arrived (for a line that is not JSON: the line as a string).
-    pub record: Value,
+    /// The record as it arrived, as compact JSON text (for a line that is not JSON: the line
+    /// as a JSON string). Text, not a `Value` tree: a tree is several times larger, and an
+    /// input may be rejected record by record.
+    pub record: String,
 }
 
 /// What one input converted to.
@@ -95,7 +97,6 @@ impl Conversion {
                 "source": source,
                 "index": reject.index,
                 "reason": reject.reason,
-                "record": reject.record,
             });
             let fields = line.as_object_mut().expect("an object literal");
             if let Some(n) = reject.line {
@@ -107,8 +108,12 @@ impl Conversion {
             if let Some(expected) = &reject.expected {
                 fields.insert("expected".into(), expected.as_str().into());
             }
-            serde_json::to_writer(&mut out, &line).expect("JSON values serialise");
-            out.push(b'\n');
+            // `{…fields…, "record": <original>}` with the record text spliced in as it is.
+            let head = serde_json::to_vec(&line).expect("JSON values serialise");
+            out.extend_from_slice(&head[..head.len() - 1]);
+            out.extend_from_slice(b",\"record\":");
+            out.extend_from_slice(reject.record.as_bytes());
+            out.extend_from_slice(b"}\n");
         }
         out
     }
@@ -238,7 +243,8 @@ impl<'c> Sink<'c> {
                         path: None,
                         expected: Some("a JSON object".into()),
                         reason,
-                        record: Value::String(String::from_utf8_lossy(line).into_owned()),
+                        record: Value::String(String::from_utf8_lossy(line).into_owned())
+                            .to_string(),
                     });
                     self.seen += 1;
                 }
@@ -267,7 +273,7 @@ impl<'c> Sink<'c> {
             path: Some(path),
             expected: Some(expected),
             reason,
-            record,
+            record: record.to_string(),
         };
         let avro = match self.converter.schema.plan.coerce(&json) {
             Ok(avro) => avro,

@@ -238,35 +238,39 @@ impl Handler {
         let metadata = SourceMetadata::new(object);
         match converted {
             Ok(conversion) => {
-                let mut puts = Vec::with_capacity(conversion.files.len() + 1);
-                for file in &conversion.files {
+                let (records, rejected) = (conversion.converted(), conversion.rejects.len());
+                let decompressed_bytes = conversion.decompressed_bytes;
+                let files: Vec<String> = conversion.files.iter().map(|f| f.key.clone()).collect();
+                let errors_body = (rejected > 0).then(|| conversion.errors_jsonl(&source));
+                let mut puts = Vec::with_capacity(files.len() + 1);
+                // Moved, not copied: the Avro bytes are the largest thing left in memory.
+                for file in conversion.files {
                     puts.push(Put {
                         bucket: &self.config.output.bucket,
-                        key: file.key.clone(),
-                        body: Bytes::from(file.bytes.clone()),
+                        key: file.key,
+                        body: Bytes::from(file.bytes),
                         content_type: AVRO_CONTENT_TYPE,
                     });
                 }
-                let errors_file = (!conversion.rejects.is_empty()).then(|| {
+                let errors_file = errors_body.map(|body| {
                     let errors_key = layout::errors_key(&self.config.errors.prefix, &key);
+                    let uri = format!("s3://{}/{errors_key}", self.config.errors.bucket);
                     puts.push(Put {
                         bucket: &self.config.errors.bucket,
-                        key: errors_key.clone(),
-                        body: Bytes::from(conversion.errors_jsonl(&source)),
+                        key: errors_key,
+                        body: Bytes::from(body),
                         content_type: JSONL_CONTENT_TYPE,
                     });
-                    format!("s3://{}/{errors_key}", self.config.errors.bucket)
+                    uri
                 });
                 self.put_all(puts, &metadata, deadline).await?;
-                let (records, rejected) = (conversion.converted(), conversion.rejects.len());
-                let files: Vec<String> = conversion.files.iter().map(|f| f.key.clone()).collect();
                 tracing::info!(
                     bucket,
                     key,
                     records,
                     rejected,
                     files = ?files,
-                    decompressed_bytes = conversion.decompressed_bytes,
+                    decompressed_bytes,
                     "converted"
                 );
                 if rejected > 0 {
