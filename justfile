@@ -21,13 +21,14 @@ setup:
 
 # Release zips of every function (cargo lambda, glibc 2.34 for provided.al2023), then check their glibc needs
 build: setup
-    cargo lambda build --release --output-format zip --workspace
+    cargo lambda build --release --output-format zip --workspace --exclude sluice-demo
     bash infra/check-glibc.sh "$CARGO_TARGET_DIR/lambda"
 
-# fmt check + clippy (-D warnings)
+# fmt check + clippy (-D warnings) + cfn-lint of infra/pipeline.yaml
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cfn-lint infra/pipeline.yaml
 
 # Unit tests (no network)
 unit:
@@ -47,6 +48,98 @@ down:
 # Release zips + deploy a CloudFormation template to LocalStack, print its outputs
 deploy-local template="infra/pipeline.yaml" stack="sluice": build up
     python infra/deploy.py --template "{{template}}" --stack "{{stack}}"
+
+# The whole pipeline on LocalStack in one command: setup, release zips, LocalStack, stack `sluice`, scenario, summary [keep=true] [scale=small]
+demo *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    keep=false scale=full
+    for arg in {{args}}; do
+        case "$arg" in
+            keep|--keep|keep=true) keep=true ;;
+            keep=false) keep=false ;;
+            scale=*) scale="${arg#scale=}" ;;
+            *) echo "demo: unknown argument '$arg' (keep=true, scale=full|small)" >&2; exit 2 ;;
+        esac
+    done
+    logs="$SLUICE_CACHE/demo"
+    mkdir -p "$logs"
+    step() {  # step <name> <command...>: runs it, output shown and kept in $logs/<name>.log
+        local name="$1"; shift
+        echo "==> $name (log: $logs/$name.log)"
+        local t0=$SECONDS
+        if ! "$@" 2>&1 | tee "$logs/$name.log"; then
+            echo "demo: step '$name' failed; its log: $logs/$name.log" >&2
+            exit 1
+        fi
+        echo "    $name: $((SECONDS - t0)) s"
+    }
+    step setup bash infra/setup.sh
+    step build bash -c 'cargo lambda build --release --output-format zip --workspace --exclude sluice-demo \
+        && bash infra/check-glibc.sh "$CARGO_TARGET_DIR/lambda" && cargo build -p sluice-demo'
+    started=0
+    if ! python infra/localstack/ctl.py healthy; then
+        step localstack bash infra/localstack/up.sh
+        started=1
+    fi
+    if [ "$started" = 1 ] && [ "$keep" != true ]; then
+        trap 'echo "==> stopping LocalStack (the demo started it; keep=true leaves it running)"; bash infra/localstack/down.sh >/dev/null 2>&1 || true' EXIT
+    fi
+    step deploy bash -c 'python infra/deploy.py --stack sluice --json > "$0"' "$logs/outputs.json"
+    step scenario "$CARGO_TARGET_DIR/debug/sluice-demo" --outputs "$logs/outputs.json" \
+        --scale "$scale" --json "$logs/summary.json"
+    echo "stack outputs: $logs/outputs.json, summary: $logs/summary.json"
+    if [ "$started" = 0 ] || [ "$keep" = true ]; then
+        echo "LocalStack keeps running: explore with 'aws --endpoint-url http://localhost:4566 ...' (README: Demo); 'just down' stops it"
+    fi
+
+# Release zips to a code bucket and infra/pipeline.yaml to real AWS (`aws cloudformation deploy`, default credential chain): [stack=NAME] [Parameter=Value ...]
+deploy *args: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    unset AWS_ENDPOINT_URL  # real AWS, never an emulator
+    stack=sluice overrides=()
+    for arg in {{args}}; do
+        case "$arg" in
+            stack=*) stack="${arg#stack=}" ;;
+            *=*) overrides+=("$arg") ;;
+            *) echo "deploy: '$arg' is not stack=NAME or Parameter=Value" >&2; exit 2 ;;
+        esac
+    done
+    region="${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region || true)}}"
+    region="${region:-us-east-1}"
+    account="$(aws sts get-caller-identity --query Account --output text)"
+    bucket="${SLUICE_CODE_BUCKET:-sluice-code-$account-$region}"
+    echo "==> code bucket s3://$bucket ($region, account $account)"
+    if ! aws s3api head-bucket --bucket "$bucket" --region "$region" 2>/dev/null; then
+        if [ "$region" = us-east-1 ]; then
+            aws s3api create-bucket --bucket "$bucket" --region "$region" >/dev/null
+        else
+            aws s3api create-bucket --bucket "$bucket" --region "$region" \
+                --create-bucket-configuration "LocationConstraint=$region" >/dev/null
+        fi
+        aws s3api put-public-access-block --bucket "$bucket" --region "$region" --public-access-block-configuration \
+            BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true
+    fi
+    # <BinNameInPascalCase>CodeKey parameter -> <bin-name>/<sha256>.zip: unchanged code, unchanged key, no update.
+    params=("CodeBucket=$bucket")
+    for param in $(grep -oE '^  [A-Za-z0-9]+CodeKey:' infra/pipeline.yaml | tr -d ' :'); do
+        name="$(echo "${param%CodeKey}" | sed -E 's/([a-z0-9])([A-Z])/\1-\2/g' | tr 'A-Z' 'a-z')"
+        zip="$CARGO_TARGET_DIR/lambda/$name/bootstrap.zip"
+        key="$name/$(sha256sum "$zip" | cut -d' ' -f1).zip"
+        if ! aws s3api head-object --bucket "$bucket" --key "$key" --region "$region" >/dev/null 2>&1; then
+            echo "    upload $zip -> s3://$bucket/$key"
+            aws s3 cp --only-show-errors "$zip" "s3://$bucket/$key" --region "$region"
+        fi
+        params+=("$param=$key")
+    done
+    echo "==> deploy stack $stack"
+    aws cloudformation deploy --region "$region" --stack-name "$stack" \
+        --template-file infra/pipeline.yaml --s3-bucket "$bucket" --s3-prefix "templates/$stack" \
+        --capabilities CAPABILITY_IAM CAPABILITY_NAMED_IAM --no-fail-on-empty-changeset \
+        --parameter-overrides "${params[@]}" "${overrides[@]}"
+    aws cloudformation describe-stacks --region "$region" --stack-name "$stack" \
+        --query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output table
 
 # End-to-end tests (pytest tests/e2e) against LocalStack; starts it if needed and then stops it again
 e2e *args: build
