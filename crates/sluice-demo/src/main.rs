@@ -28,6 +28,7 @@ use summary::Summary;
 const USAGE: &str = "usage: sluice-demo --outputs <stack-outputs.json> [--scale full|small] \
 [--json <summary.json>] [--timeout <seconds>] [--seed <n>] [--endpoint-url <url>]";
 
+#[derive(Debug)]
 struct Args {
     outputs: String,
     scale: Scale,

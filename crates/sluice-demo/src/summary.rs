@@ -69,53 +69,45 @@ impl Summary {
     }
 
     pub fn table(&self) -> String {
-        let headers = ["function", "in", "out", "where", "count", "latency", ""];
-        let cells: Vec<[String; 7]> = self
+        let width = self
             .rows
             .iter()
-            .map(|r| {
-                [
-                    r.function.clone(),
-                    r.input.clone(),
-                    r.output.clone(),
-                    r.location.clone(),
-                    format!("{}/{}", r.observed, r.expected),
-                    r.latency_ms
-                        .map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
-                    if r.ok {
-                        "ok".to_owned()
-                    } else {
-                        "FAIL".to_owned()
-                    },
-                ]
-            })
-            .collect();
-        let mut widths = headers.map(str::len);
-        for row in &cells {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
+            .map(|r| r.function.chars().count())
+            .max()
+            .unwrap_or(8)
+            .max(8);
         let mut out = String::new();
-        let line = |out: &mut String, row: &[String]| {
-            let mut s = String::new();
-            for (c, w) in row.iter().zip(widths) {
-                let _ = write!(s, "{c:<w$}  ");
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>9}  {:>8}  status",
+            "function", "count", "latency"
+        );
+        let _ = writeln!(out, "{}", "-".repeat(width + 33));
+        for r in &self.rows {
+            let latency = r
+                .latency_ms
+                .map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+            let count = format!("{}/{}", r.observed, r.expected);
+            let status = if r.ok { "ok" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "{:<width$}  {count:>9}  {latency:>8}  {status}",
+                r.function
+            );
+            for (label, text) in [
+                ("in", &r.input),
+                ("out", &r.output),
+                ("where", &r.location),
+                ("note", &r.note),
+            ] {
+                if !text.is_empty() {
+                    let _ = writeln!(out, "    {label:<6}{text}");
+                }
             }
-            out.push_str(s.trim_end());
-            out.push('\n');
-        };
-        line(&mut out, &headers.map(str::to_owned));
-        line(&mut out, &widths.map(|w| "-".repeat(w)));
-        for row in &cells {
-            line(&mut out, row);
-        }
-        for r in self.rows.iter().filter(|r| !r.note.is_empty()) {
-            let _ = writeln!(out, "  {}: {}", r.function, r.note);
         }
         let _ = writeln!(
             out,
-            "run {} (scale {}): {}",
+            "\nrun {} (scale {}): {}",
             self.run,
             self.scale,
             if self.ok {
