@@ -76,7 +76,7 @@ fn bench_compress(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(4))
+        .measurement_time(Duration::from_secs(6))
         .throughput(Throughput::Bytes(payload.len() as u64));
     let all = available_threads();
     for threads in [1, all] {
