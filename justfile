@@ -161,6 +161,10 @@ watch fn: setup
 invoke fn event: setup
     cargo lambda invoke {{fn}} --data-file {{event}}
 
-# Criterion benches of the core codecs
-bench:
-    cargo bench -p sluice-codec
+# sluice vs the seeds' Python, codec limits, cold start, memory, zip sizes, cost: one table, written to docs/PERFORMANCE.md (~10 min on 2 cores)
+bench *args: setup
+    python bench/run.py {{args}}
+
+# Criterion benches of the codecs and the functions' pure paths (several minutes on 2 cores)
+bench-criterion:
+    cargo bench -p sluice-codec -p avro-converter -p kinesis-archiver -p counter-mapper -p counter-aggregator -p crash-router -p ingest-api
