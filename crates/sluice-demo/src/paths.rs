@@ -237,27 +237,43 @@ async fn ingest_inner(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let client: HttpClient<HttpConnector, Full<Bytes>> =
         HttpClient::builder(TokioExecutor::new()).build_http();
     let start = Instant::now();
-    let results: Vec<Result<(usize, u16, String), String>> = futures::stream::iter(bodies)
+    let results: Vec<Result<(usize, u16, String, u64), String>> = futures::stream::iter(bodies)
         .map(|(n, body, content_type)| {
             let (client, url, key) = (client.clone(), url.clone(), key.clone());
             async move {
-                let request = http::Request::post(&url)
-                    .header("content-type", content_type)
-                    .header("x-api-key", &key)
-                    .body(Full::new(Bytes::from(body)))
-                    .map_err(|e| e.to_string())?;
-                let response = client
-                    .request(request)
-                    .await
-                    .map_err(|e| format!("POST: {e}"))?;
-                let status = response.status().as_u16();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                Ok((n, status, String::from_utf8_lossy(&body).into_owned()))
+                // A client's duty under at-least-once: a 5xx or a lost connection means
+                // "not known to be written", so the body is sent again (up to 3 times).
+                let mut retries = 0;
+                loop {
+                    let request = http::Request::post(&url)
+                        .header("content-type", content_type)
+                        .header("x-api-key", &key)
+                        .body(Full::new(Bytes::from(body.clone())))
+                        .map_err(|e| e.to_string())?;
+                    let answer = match client.request(request).await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            match response.into_body().collect().await {
+                                Ok(b) => Ok((
+                                    status,
+                                    String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                                )),
+                                Err(e) => Err(format!("reading the answer: {e}")),
+                            }
+                        }
+                        Err(e) => Err(format!("POST: {e}")),
+                    };
+                    match answer {
+                        Ok((status, text)) if status < 500 || retries == 3 => {
+                            return Ok((n, status, text, retries));
+                        }
+                        Err(e) if retries == 3 => return Err(e),
+                        _ => {
+                            retries += 1;
+                            tokio::time::sleep(Duration::from_millis(500 * retries)).await;
+                        }
+                    }
+                }
             }
         })
         .buffer_unordered(4)
@@ -266,22 +282,30 @@ async fn ingest_inner(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let post_ms = start.elapsed().as_millis() as u64;
     let mut accepted = 0u64;
     let mut failures = Vec::new();
+    let mut resent = 0;
     for result in results {
+        if let Ok((_, _, _, r)) = &result {
+            resent += r;
+        }
         match result {
-            Ok((_, 202, body)) => {
+            Ok((_, 202, body, _)) => {
                 accepted += serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["accepted"].as_u64())
                     .unwrap_or(0);
             }
-            Ok((n, status, body)) => failures.push(format!("{n} events: {status} {body}")),
+            Ok((n, status, body, _)) => failures.push(format!("{n} events: {status} {body}")),
             Err(e) => failures.push(e),
         }
     }
     let expected = events.len() as u64;
     let mut rows = vec![Row {
         input: format!("{expected} player events in {posts} POSTs (NDJSON and JSON arrays)"),
-        output: format!("{accepted} accepted (202)"),
+        output: if resent > 0 {
+            format!("{accepted} accepted (202; {resent} POSTs resent after a 5xx or lost answer)")
+        } else {
+            format!("{accepted} accepted (202)")
+        },
         location: format!("Kinesis stream {stream}"),
         expected,
         observed: accepted,
