@@ -30,14 +30,14 @@ pub const TIMESTAMP_FIELD: &str = "TIMESTAMP_FIELD";
 pub const TIMESTAMP_UNIT: &str = "TIMESTAMP_UNIT";
 /// Schema override: `s3://bucket/key.avsc` or a file path (default: the built-in player schema).
 pub const AVRO_SCHEMA: &str = "AVRO_SCHEMA";
-/// Largest decompressed input accepted, in bytes (default 512 MiB).
+/// Largest decompressed input accepted, in bytes (default 256 MiB).
 pub const MAX_DECOMPRESSED_BYTES: &str = "MAX_DECOMPRESSED_BYTES";
 
 pub const DEFAULT_INPUT_SUFFIX: &str = ".json.snappy";
 pub const DEFAULT_OUTPUT_PREFIX: &str = "avro/";
 pub const DEFAULT_ERROR_PREFIX: &str = "errors/";
 pub const DEFAULT_TIMESTAMP_FIELD: &str = "PTS";
-pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 512 << 20;
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
 
 /// Suffix of every Avro file the function writes.
 pub const AVRO_SUFFIX: &str = ".avro";
@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(config.timestamp.name, "PTS");
         assert_eq!(config.timestamp.unit, TimeUnit::Milliseconds);
         assert_eq!(config.schema, SchemaSource::BuiltIn);
-        assert_eq!(config.max_decompressed_bytes, 512 << 20);
+        assert_eq!(config.max_decompressed_bytes, 256 << 20);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use sluice_lambda::FunctionError;
 use sluice_lambda::metrics::Metrics;
 
 use crate::config::Config;
-use crate::convert::{ConvertError, Converter, InputError};
+use crate::convert::{Conversion, ConvertError, Converter, InputError};
 use crate::layout;
 
 const AVRO_CONTENT_TYPE: &str = "application/avro";
@@ -239,12 +239,16 @@ impl Handler {
         match converted {
             Ok(conversion) => {
                 let (records, rejected) = (conversion.converted(), conversion.rejects.len());
-                let decompressed_bytes = conversion.decompressed_bytes;
                 let files: Vec<String> = conversion.files.iter().map(|f| f.key.clone()).collect();
                 let errors_body = (rejected > 0).then(|| conversion.errors_jsonl(&source));
+                let Conversion {
+                    files: avro_files,
+                    decompressed_bytes,
+                    .. // the rejects are in `errors_body` now, and freed here
+                } = conversion;
                 let mut puts = Vec::with_capacity(files.len() + 1);
                 // Moved, not copied: the Avro bytes are the largest thing left in memory.
-                for file in conversion.files {
+                for file in avro_files {
                     puts.push(Put {
                         bucket: &self.config.output.bucket,
                         key: file.key,
