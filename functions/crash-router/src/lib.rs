@@ -2,7 +2,7 @@
 //! object's key and queues accepted crash ids for processing.
 //!
 //! S3 `ObjectCreated:Put` → notification queue (SQS) → this function →
-//! processing queue (+ sampled extra queues). See `README.md` in this directory.
+//! processing queue (+ sampled extra queues). Its section in the top-level README describes it.
 //!
 //! - [`crash`]: crash ids and raw-crash keys (the domain rules);
 //! - [`routes`]: destination queues and deterministic percentage sampling;
