@@ -1,4 +1,4 @@
-//! A fake external job API for the job-poller (the contract in its README): `POST /jobs`
+//! A fake external job API for the job-poller (the contract in the README's job-poller section): `POST /jobs`
 //! starts a job (idempotent per `Idempotency-Key`), `GET /jobs/{id}` answers `RUNNING`
 //! until the job's duration has passed, then `SUCCEEDED`. Bearer token checked.
 //!
