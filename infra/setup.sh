@@ -7,23 +7,9 @@ cache="${SLUICE_CACHE:-$HOME/.cache/sluice}"
 venv="$cache/venv"
 mkdir -p "$cache"
 
-find_python() {
-  for p in "${SLUICE_PYTHON:-}" python3.13 "$(command -v pyenv >/dev/null 2>&1 && echo "$(pyenv root)/versions/3.13.0/bin/python")"; do
-    [ -n "$p" ] || continue
-    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else 1)' 2>/dev/null; then
-      command -v "$p"; return 0
-    fi
-  done
-  echo "setup: Python 3.13 not found (set SLUICE_PYTHON to a python3.13 binary)" >&2
-  return 1
-}
-
-if [ ! -x "$venv/bin/python" ]; then
-  py="$(find_python)"
-  echo "setup: creating venv $venv with $py"
-  "$py" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-fi
+# shellcheck source=venv.sh
+. "$here/venv.sh"
+ensure_venv
 
 # Re-install only when a requirements file changed since the last successful run.
 stamp="$venv/.sluice-tools.sha"
@@ -34,6 +20,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if [ -f "$here/localstack/setup.sh" ]; then
-  bash "$here/localstack/setup.sh"
-fi
+# LocalStack, its offline packages and the host executor plugin.
+bash "$here/localstack/setup.sh"

@@ -23,23 +23,9 @@ mkdir -p "$cache"
 exec 9>"$cache/.localstack-setup.lock"
 flock 9
 
-find_python() {
-  for p in "${SLUICE_PYTHON:-}" python3.13 "$(command -v pyenv >/dev/null 2>&1 && echo "$(pyenv root)/versions/3.13.0/bin/python")"; do
-    [ -n "$p" ] || continue
-    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else 1)' 2>/dev/null; then
-      command -v "$p"; return 0
-    fi
-  done
-  echo "localstack setup: Python 3.13 not found (set SLUICE_PYTHON to a python3.13 binary)" >&2
-  return 1
-}
-
-if [ ! -x "$venv/bin/python" ]; then
-  py="$(find_python)"
-  echo "localstack setup: creating venv $venv with $py"
-  "$py" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-fi
+# shellcheck source=../venv.sh
+. "$here/../venv.sh"
+ensure_venv
 
 # 1. localstack-core
 stamp="$venv/.sluice-localstack-core.sha"
