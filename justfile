@@ -11,6 +11,10 @@ export SLUICE_CACHE := cache
 export CARGO_TARGET_DIR := env("CARGO_TARGET_DIR", cache / "target")
 export PATH := venv / "bin:" + env("PATH")
 
+# The functions' release zips: every binary of the workspace except the tools
+# (the demo driver and the bench runner are not Lambdas).
+lambda_build := "cargo lambda build --release --output-format zip --workspace --exclude sluice-demo --exclude sluice-bench"
+
 # List recipes
 default:
     @just --list
@@ -21,7 +25,7 @@ setup:
 
 # Release zips of every function (cargo lambda, glibc 2.34 for provided.al2023), then check their glibc needs
 build: setup
-    cargo lambda build --release --output-format zip --workspace --exclude sluice-demo
+    {{lambda_build}}
     bash infra/check-glibc.sh "$CARGO_TARGET_DIR/lambda"
 
 # fmt check + clippy (-D warnings) + cfn-lint of infra/pipeline.yaml
@@ -75,7 +79,7 @@ demo *args:
         echo "    $name: $((SECONDS - t0)) s"
     }
     step setup bash infra/setup.sh
-    step build bash -c 'cargo lambda build --release --output-format zip --workspace --exclude sluice-demo \
+    step build bash -c '{{lambda_build}} \
         && bash infra/check-glibc.sh "$CARGO_TARGET_DIR/lambda" && cargo build -p sluice-demo'
     started=0
     if ! python infra/localstack/ctl.py healthy; then
