@@ -181,3 +181,50 @@ def pipeline(localstack):
     return sluice_deploy.deploy(
         REPO / "infra" / "pipeline.yaml", name, endpoint_url=localstack, region=REGION, log=print
     )
+
+
+# --- fault injection (tests/e2e/faultproxy.py) ---
+
+FAULT_SEED = int(os.environ.get("SLUICE_FAULT_SEED") or 20261122)
+
+
+@pytest.fixture(scope="session")
+def fault_proxy(localstack):
+    """The fault-injecting proxy in front of LocalStack (no rules yet: everything passes).
+    Seeded by ``$SLUICE_FAULT_SEED`` so a run's fault sequence can be replayed."""
+    from faultproxy import FaultProxy
+
+    proxy = FaultProxy(localstack, seed=FAULT_SEED).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def faulty_pipeline(localstack, fault_proxy):
+    """The whole pipeline deployed as stack ``$SLUICE_FAULT_STACK`` (default ``sluice-faults``)
+    with ``AwsEndpointUrl`` pointing at ``fault_proxy``: every AWS call its functions make
+    goes through the proxy. Returns the stack outputs. Tests set the proxy's rules
+    (``fault_proxy.set_rules([...])``) and clear them when done."""
+    name = os.environ.get("SLUICE_FAULT_STACK", "sluice-faults")
+    outputs = sluice_deploy.deploy(
+        REPO / "infra" / "pipeline.yaml",
+        name,
+        parameters={"AwsEndpointUrl": fault_proxy.url},
+        endpoint_url=localstack,
+        region=REGION,
+        log=print,
+    )
+    yield outputs
+    fault_proxy.clear()
+
+
+def record_reliability(path: str, **row) -> None:
+    """Keeps one row of docs/RELIABILITY.md's table (a fault test's workload, faults and
+    counts) in ``$SLUICE_CACHE/reliability/<path>.json``; ``python
+    tests/e2e/reliability_table.py`` renders the rows into the document."""
+    cache = Path(os.environ.get("SLUICE_CACHE") or Path.home() / ".cache" / "sluice")
+    out = cache / "reliability"
+    out.mkdir(parents=True, exist_ok=True)
+    row = {"path": path, "seed": FAULT_SEED, "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **row}
+    (out / f"{path}.json").write_text(json.dumps(row, indent=2) + "\n")
+    print(f"reliability {path}: {json.dumps(row)}")

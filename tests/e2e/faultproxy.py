@@ -1,0 +1,368 @@
+"""A fault-injecting HTTP proxy between the functions and LocalStack.
+
+A stack deployed with ``AwsEndpointUrl=<proxy url>`` sends every AWS call its functions
+make through this proxy (LocalStack's own event wiring — S3 notifications, event source
+mappings, API Gateway — does not). Per service and operation, with a seeded probability,
+the proxy answers what AWS answers on a bad day:
+
+- ``throttle``: the service's throttling error (DynamoDB/Kinesis
+  ``ProvisionedThroughputExceededException``, S3 ``SlowDown`` 503, SQS/SNS/Secrets Manager
+  ``ThrottlingException``/``Throttling``, Lambda ``TooManyRequestsException`` 429);
+- ``error500``: an internal error (500) of the service's protocol;
+- ``drop``: the connection closed without an answer, before the request reaches LocalStack;
+- ``latency``: a delay (seconds, uniform in ``(low, high)``) before forwarding;
+- ``partial``: for Kinesis ``PutRecords`` and SQS ``SendMessageBatch``, each entry fails with
+  this probability inside a successful response. Failed entries are removed from the
+  request before it is forwarded, so — as in AWS — a failed entry is not written.
+
+Every decision is counted in ``proxy.stats`` (``(service, operation, outcome) -> n``), so a
+test can show that faults really happened. Use::
+
+    proxy = FaultProxy("http://localhost:4566", seed=7)
+    proxy.start()                     # proxy.url -> "http://127.0.0.1:<port>"
+    proxy.set_rules([Rule("kinesis", "PutRecords", throttle=0.2, partial=0.02), Rule(error500=0.05)])
+    ...
+    proxy.stop()
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import re
+import socket
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Services whose errors are JSON documents (awsJson / restJson protocols).
+_JSON_SERVICES = {"kinesis", "dynamodb", "sqs", "secretsmanager", "lambda", "logs", "events", "kms"}
+
+_THROTTLE = {
+    "dynamodb": (400, "ProvisionedThroughputExceededException"),
+    "kinesis": (400, "ProvisionedThroughputExceededException"),
+    "s3": (503, "SlowDown"),
+    "sqs": (400, "ThrottlingException"),
+    "sns": (400, "Throttling"),
+    "lambda": (429, "TooManyRequestsException"),
+}
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+}
+
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+@dataclass
+class Rule:
+    """Faults for calls matching ``service`` and ``operation`` ("*" matches any)."""
+
+    service: str = "*"
+    operation: str = "*"
+    throttle: float = 0.0
+    error500: float = 0.0
+    drop: float = 0.0
+    partial: float = 0.0
+    latency: tuple[float, float] | None = None
+
+    def matches(self, service: str, operation: str) -> bool:
+        return self.service in ("*", service) and self.operation in ("*", operation)
+
+
+def classify(method: str, path: str, headers, body: bytes) -> tuple[str, str]:
+    """(service, operation) of a signed AWS request."""
+    match = _CREDENTIAL_SCOPE.search(headers.get("Authorization", ""))
+    service = match.group(1) if match else "unknown"
+    target = headers.get("X-Amz-Target")
+    if target:
+        return service, target.rsplit(".", 1)[-1]
+    if service == "s3":
+        parsed = urllib.parse.urlsplit(path)
+        query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+        has_key = parsed.path.strip("/").count("/") >= 1
+        if method == "PUT":
+            if not has_key:
+                return service, "CreateBucket"
+            return service, "CopyObject" if headers.get("x-amz-copy-source") else "PutObject"
+        if method == "GET":
+            if has_key:
+                return service, "GetObject"
+            return service, "ListObjectsV2" if "list-type" in query else "ListObjects"
+        if method == "HEAD":
+            return service, "HeadObject" if has_key else "HeadBucket"
+        if method == "DELETE":
+            return service, "DeleteObject" if has_key else "DeleteBucket"
+        if method == "POST" and "delete" in query:
+            return service, "DeleteObjects"
+        return service, method
+    if service == "lambda":
+        if re.match(r"^/2015-03-31/functions/[^/]+/invocations", path):
+            return service, "Invoke"
+        return service, path
+    # query protocol (SNS, STS, ...): Action=... in the form body
+    if body:
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        if "Action" in form:
+            return service, form["Action"][0]
+    return service, method
+
+
+def error_response(service: str, status: int, code: str, message: str) -> tuple[int, dict, bytes]:
+    request_id = str(uuid.uuid4())
+    if service in _JSON_SERVICES:
+        body = json.dumps({"__type": code, "message": message}).encode()
+        content_type = "application/x-amz-json-1.0" if service in ("dynamodb", "sqs") else "application/json"
+        headers = {"Content-Type": content_type, "x-amzn-ErrorType": code, "x-amzn-RequestId": request_id}
+        if service == "sqs":
+            headers["x-amzn-query-error"] = f"{code};Receiver"
+        return status, headers, body
+    if service == "s3":
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            f"<RequestId>{request_id}</RequestId></Error>"
+        ).encode()
+        return status, {"Content-Type": "application/xml", "x-amz-request-id": request_id}, body
+    body = (
+        f'<ErrorResponse xmlns="http://{service}.amazonaws.com/doc/2010-03-31/"><Error><Type>Receiver</Type>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    ).encode()
+    return status, {"Content-Type": "text/xml", "x-amzn-RequestId": request_id}, body
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, seed: int = 0, host: str = "127.0.0.1", port: int = 0):
+        parsed = urllib.parse.urlsplit(upstream)
+        self.upstream = (parsed.hostname or "localhost", parsed.port or 80)
+        self._rules: list[Rule] = []
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self.stats: Counter = Counter()
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._server.fault_proxy = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FaultProxy:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def set_rules(self, rules: list[Rule], seed: int | None = None) -> None:
+        """Replaces the rules (first match wins) and resets the statistics."""
+        with self._lock:
+            self._rules = list(rules)
+            self.stats = Counter()
+            if seed is not None:
+                self._random.seed(seed)
+
+    def clear(self) -> None:
+        self.set_rules([])
+
+    def summary(self, outcome: str | None = None) -> dict[str, int]:
+        """``{"service.Operation outcome": n}`` (optionally one outcome only), sorted."""
+        with self._lock:
+            items = sorted(self.stats.items())
+        return {f"{s}.{o} {out}": n for (s, o, out), n in items if outcome in (None, out)}
+
+    def injected(self) -> int:
+        """How many faults (whole calls or entries) were injected since the rules were set."""
+        with self._lock:
+            return sum(n for (_, _, out), n in self.stats.items() if out != "pass")
+
+    # --- decisions ---
+
+    def _rule(self, service: str, operation: str) -> Rule | None:
+        with self._lock:
+            return next((r for r in self._rules if r.matches(service, operation)), None)
+
+    def _roll(self, probability: float) -> bool:
+        if probability <= 0:
+            return False
+        with self._lock:
+            return self._random.random() < probability
+
+    def _count(self, service: str, operation: str, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[(service, operation, outcome)] += n
+
+    def _uniform(self, low: float, high: float) -> float:
+        with self._lock:
+            return self._random.uniform(low, high)
+
+    # --- the HTTP side ---
+
+    def _handler_class(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):  # noqa: A002 (quiet)
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _send(self, status: int, headers: dict, body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in _HOP_BY_HOP:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _handle(self) -> None:
+                body = self._body()
+                service, operation = classify(self.command, self.path, self.headers, body)
+                rule = proxy._rule(service, operation)
+                if rule is not None:
+                    if rule.latency:
+                        time.sleep(proxy._uniform(*rule.latency))
+                    if proxy._roll(rule.drop):
+                        proxy._count(service, operation, "drop")
+                        self.close_connection = True
+                        try:
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                        return
+                    if proxy._roll(rule.throttle):
+                        proxy._count(service, operation, "throttle")
+                        status, code = _THROTTLE.get(service, (400, "ThrottlingException"))
+                        self._send(*error_response(service, status, code, "Rate exceeded (injected)"))
+                        return
+                    if proxy._roll(rule.error500):
+                        proxy._count(service, operation, "error500")
+                        code = "InternalError" if service in ("s3", "sqs") else "InternalFailure"
+                        self._send(*error_response(service, 500, code, "We encountered an internal error (injected)"))
+                        return
+                    if rule.partial > 0 and (service, operation) in _PARTIAL:
+                        self._send(*_PARTIAL[(service, operation)](self, body, rule, service, operation))
+                        return
+                proxy._count(service, operation, "pass")
+                self._send(*self._forward(body))
+
+            def _forward(self, body: bytes, headers: dict | None = None) -> tuple[int, dict, bytes]:
+                connection = http.client.HTTPConnection(*proxy.upstream, timeout=300)
+                try:
+                    out = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                    out.update(headers or {})
+                    out["Content-Length"] = str(len(body))
+                    connection.request(self.command, self.path, body=body, headers=out)
+                    response = connection.getresponse()
+                    data = response.read()
+                    return response.status, dict(response.getheaders()), data
+                finally:
+                    connection.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
+
+        return Handler
+
+
+def _partial_put_records(handler, body: bytes, rule: Rule, service: str, operation: str):
+    proxy = _owner(handler)
+    request = json.loads(body)
+    records = request.get("Records", [])
+    failed = {i for i in range(len(records)) if proxy._roll(rule.partial)}
+    if failed:
+        proxy._count(service, operation, "partial_entries", len(failed))
+    kept = [r for i, r in enumerate(records) if i not in failed]
+    results = iter([])
+    status, headers = 200, {"Content-Type": "application/x-amz-json-1.1"}
+    if kept:
+        status, headers, data = handler._forward(json.dumps({**request, "Records": kept}).encode())
+        if status != 200:
+            return status, headers, data
+        results = iter(json.loads(data).get("Records", []))
+    else:
+        data = b"{}"
+    out, failed_count = [], 0
+    for i in range(len(records)):
+        if i in failed:
+            failed_count += 1
+            out.append(
+                {
+                    "ErrorCode": "ProvisionedThroughputExceededException",
+                    "ErrorMessage": "Rate exceeded for shard (injected)",
+                }
+            )
+        else:
+            entry = next(results)
+            failed_count += 1 if entry.get("ErrorCode") else 0
+            out.append(entry)
+    answer = {**(json.loads(data) if kept else {}), "Records": out, "FailedRecordCount": failed_count}
+    proxy._count(service, operation, "pass")
+    return 200, headers, json.dumps(answer).encode()
+
+
+def _partial_send_message_batch(handler, body: bytes, rule: Rule, service: str, operation: str):
+    proxy = _owner(handler)
+    request = json.loads(body)
+    entries = request.get("Entries", [])
+    failed = [e for e in entries if proxy._roll(rule.partial)]
+    if failed:
+        proxy._count(service, operation, "partial_entries", len(failed))
+    failed_ids = {e["Id"] for e in failed}
+    kept = [e for e in entries if e["Id"] not in failed_ids]
+    answer = {"Successful": [], "Failed": []}
+    headers = {"Content-Type": "application/x-amz-json-1.0"}
+    if kept:
+        status, headers, data = handler._forward(json.dumps({**request, "Entries": kept}).encode())
+        if status != 200:
+            return status, headers, data
+        answer = json.loads(data)
+        answer.setdefault("Successful", [])
+        answer.setdefault("Failed", [])
+    answer["Failed"].extend(
+        {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected entry failure"}
+        for e in failed
+    )
+    proxy._count(service, operation, "pass")
+    return 200, headers, json.dumps(answer).encode()
+
+
+def _owner(handler) -> FaultProxy:
+    return handler.server.fault_proxy
+
+
+_PARTIAL = {
+    ("kinesis", "PutRecords"): _partial_put_records,
+    ("sqs", "SendMessageBatch"): _partial_send_message_batch,
+}
