@@ -11,6 +11,8 @@ the proxy answers what AWS answers on a bad day:
 - ``error500``: an internal error (500) of the service's protocol;
 - ``drop``: the connection closed without an answer, before the request reaches LocalStack;
 - ``latency``: a delay (seconds, uniform in ``(low, high)``) before forwarding;
+- ``deny``: a permanent refusal (S3 ``AccessDenied`` 403, elsewhere ``AccessDeniedException``
+  400), which the SDKs and the functions do not retry — e.g. a broken bucket policy or key;
 - ``partial``: for Kinesis ``PutRecords`` and SQS ``SendMessageBatch``, each entry fails with
   this probability inside a successful response. Failed entries are removed from the
   request before it is forwarded, so — as in AWS — a failed entry is not written.
@@ -37,6 +39,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -79,8 +82,15 @@ class Rule:
     partial: float = 0.0
     latency: tuple[float, float] | None = None
 
+    # Only requests for which ``when(method, path, body)`` is true (e.g. a marker in the body).
+    when: Callable[[str, str, bytes], bool] | None = None
+    deny: float = 0.0
+
     def matches(self, service: str, operation: str) -> bool:
         return self.service in ("*", service) and self.operation in ("*", operation)
+
+    def applies(self, service: str, operation: str, request: tuple[str, str, bytes] | None) -> bool:
+        return self.matches(service, operation) and (self.when is None or request is None or self.when(*request))
 
 
 def classify(method: str, path: str, headers, body: bytes) -> tuple[str, str]:
@@ -194,9 +204,10 @@ class FaultProxy:
 
     # --- decisions ---
 
-    def _rule(self, service: str, operation: str) -> Rule | None:
+    def _rule(self, service: str, operation: str, request: tuple[str, str, bytes] | None = None) -> Rule | None:
         with self._lock:
-            return next((r for r in self._rules if r.matches(service, operation)), None)
+            rules = list(self._rules)
+        return next((r for r in rules if r.applies(service, operation, request)), None)
 
     def _roll(self, probability: float) -> bool:
         if probability <= 0:
@@ -250,7 +261,7 @@ class FaultProxy:
             def _handle(self) -> None:
                 body = self._body()
                 service, operation = classify(self.command, self.path, self.headers, body)
-                rule = proxy._rule(service, operation)
+                rule = proxy._rule(service, operation, (self.command, self.path, body))
                 if rule is not None:
                     if rule.latency:
                         time.sleep(proxy._uniform(*rule.latency))
@@ -271,6 +282,11 @@ class FaultProxy:
                         proxy._count(service, operation, "error500")
                         code = "InternalError" if service in ("s3", "sqs") else "InternalFailure"
                         self._send(*error_response(service, 500, code, "We encountered an internal error (injected)"))
+                        return
+                    if proxy._roll(rule.deny):
+                        proxy._count(service, operation, "deny")
+                        code = "AccessDenied" if service == "s3" else "AccessDeniedException"
+                        self._send(*error_response(service, 403 if service == "s3" else 400, code, "Access Denied (injected)"))
                         return
                     if rule.partial > 0 and (service, operation) in _PARTIAL:
                         self._send(*_PARTIAL[(service, operation)](self, body, rule, service, operation))

@@ -64,6 +64,16 @@ def test_internal_errors_and_dropped_connections(proxy):
     assert proxy.summary() == {"dynamodb.ListTables error500": 1, "sqs.ListQueues drop": 1}
 
 
+def test_deny_is_permanent_and_when_limits_a_rule_to_matching_requests(proxy, aws):
+    bucket = f"proxy-{marker()}"
+    aws("s3").create_bucket(Bucket=bucket)
+    proxy.set_rules([Rule("s3", "PutObject", deny=1.0, when=lambda method, path, body: b"POISON" in body)])
+    s3 = via(proxy, "s3")
+    assert error_code(lambda: s3.put_object(Bucket=bucket, Key="bad", Body=b"a POISON b")) == ("AccessDenied", 403)
+    s3.put_object(Bucket=bucket, Key="good", Body=b"fine")
+    assert proxy.summary() == {"s3.PutObject deny": 1, "s3.PutObject pass": 1}
+    assert [o["Key"] for o in aws("s3").list_objects_v2(Bucket=bucket)["Contents"]] == ["good"]
+
 def test_partial_put_records_fail_entries_that_are_then_not_written(proxy, aws):
     stream = f"proxy-{marker()}"
     aws("kinesis").create_stream(StreamName=stream, ShardCount=1)
