@@ -135,7 +135,7 @@ pub async fn update_conditional(
     let result = retry_transient(backoff, deadline, || {
         let attempt = builder.clone();
         async move {
-            match attempt.send().await {
+            match deadline.bound(attempt.send()).await {
                 Ok(output) => Ok(UpdateOutcome::Applied {
                     attributes: output.attributes,
                 }),
@@ -174,7 +174,7 @@ pub async fn put_conditional(
     let result = retry_transient(backoff, deadline, || {
         let attempt = builder.clone();
         async move {
-            match attempt.send().await {
+            match deadline.bound(attempt.send()).await {
                 Ok(output) => Ok(UpdateOutcome::Applied {
                     attributes: output.attributes,
                 }),

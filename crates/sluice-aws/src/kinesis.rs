@@ -273,7 +273,10 @@ impl PutRecordsWriter {
                 StreamTarget::Name(name) => self.client.put_records().stream_name(name),
                 StreamTarget::Arn(arn) => self.client.put_records().stream_arn(arn),
             };
-            match request.set_records(Some(entries)).send().await {
+            match deadline
+                .bound(request.set_records(Some(entries)).send())
+                .await
+            {
                 Ok(output) => {
                     let results = output.records();
                     let mut retry = Vec::new();

@@ -185,7 +185,30 @@ impl Deadline {
     pub fn allows_sleep(&self, delay: Duration) -> bool {
         delay < self.remaining()
     }
+
+    /// Runs an SDK call, giving up when the deadline passes: the call is dropped
+    /// (cancelled) and the result is a [`SdkError::TimeoutError`], which
+    /// [`is_transient`] calls transient and [`error_code`] reports as `TimeoutError`.
+    /// A slow service then ends in a reported failure before the function's own
+    /// timeout, never in the runtime killing the invocation mid-write. A cancelled
+    /// write may still have been applied (its outcome is unknown), so callers keep to
+    /// at-least-once: they retry or report it, never count it as written.
+    pub async fn bound<T, E, R, F>(&self, call: F) -> Result<T, SdkError<E, R>>
+    where
+        F: Future<Output = Result<T, SdkError<E, R>>>,
+    {
+        match tokio::time::timeout_at(self.at, call).await {
+            Ok(result) => result,
+            Err(_) => Err(SdkError::timeout_error(DeadlinePassed)),
+        }
+    }
 }
+
+/// The error inside the [`SdkError::TimeoutError`] of a call cut off by
+/// [`Deadline::bound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no answer before the invocation deadline")]
+pub struct DeadlinePassed;
 
 /// Exponential backoff with full jitter: the delay before retry `n` (0-based) is drawn
 /// uniformly from `[0, min(max, initial × multiplierⁿ)]`.
@@ -468,6 +491,34 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(earlier.is_past());
         assert!(!deadline.is_past());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_with_no_answer_ends_at_the_deadline_as_a_transient_timeout() {
+        let deadline = Deadline::after(Duration::from_secs(3));
+        let started = Instant::now();
+        let never = std::future::pending::<Result<u32, KinesisSdkError>>();
+        let err = deadline.bound(never).await.unwrap_err();
+        assert_eq!(Instant::now() - started, Duration::from_secs(3));
+        assert!(matches!(err, SdkError::TimeoutError(_)));
+        assert!(is_transient(&err));
+        assert_eq!(error_code(&err), "TimeoutError");
+        assert!(error_message(&err).contains("no answer before the invocation deadline"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_answered_in_time_keeps_its_result() {
+        let deadline = Deadline::after(Duration::from_secs(3));
+        let answered = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok::<u32, KinesisSdkError>(7)
+        };
+        assert_eq!(deadline.bound(answered).await.unwrap(), 7);
+        let failed = async { Err::<u32, _>(service_error(400, Some("ValidationException"))) };
+        assert_eq!(
+            error_code(&deadline.bound(failed).await.unwrap_err()),
+            "ValidationException"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -146,7 +146,7 @@ pub async fn put_object_bytes(
     let body = body.into();
     // The fluent builder holds a one-shot body stream, so each attempt builds afresh.
     retry_transient(&Backoff::default(), deadline, || {
-        metadata
+        let request = metadata
             .iter()
             .fold(client.put_object(), |request, (name, value)| {
                 request.metadata(*name, *value)
@@ -154,8 +154,8 @@ pub async fn put_object_bytes(
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
-            .body(ByteStream::from(body.clone()))
-            .send()
+            .body(ByteStream::from(body.clone()));
+        deadline.bound(request.send())
     })
     .await
     .map(|_| ())

@@ -282,13 +282,13 @@ impl SendBatchWriter {
                 return None;
             }
             let entries = pending.iter().map(|p| p.entry.clone()).collect();
-            let result = self
+            let call = self
                 .client
                 .send_message_batch()
                 .queue_url(queue_url)
                 .set_entries(Some(entries))
-                .send()
-                .await;
+                .send();
+            let result = deadline.bound(call).await;
             match result {
                 Ok(output) => {
                     let mut sent: Vec<&str> = output.successful().iter().map(|s| s.id()).collect();
