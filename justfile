@@ -7,6 +7,8 @@ set positional-arguments := false
 # (LocalStack, cargo-lambda + zig, just, pytest, cfn-lint).
 cache := env("SLUICE_CACHE", home_directory() / ".cache/sluice")
 venv := cache / "venv"
+# checkov has a venv of its own (infra/requirements-checkov.txt): its pins would break LocalStack's.
+checkov := cache / "checkov-venv/bin/checkov"
 export SLUICE_CACHE := cache
 export CARGO_TARGET_DIR := env("CARGO_TARGET_DIR", cache / "target")
 export PATH := venv / "bin:" + env("PATH")
@@ -28,11 +30,14 @@ build: setup
     {{lambda_build}}
     bash infra/check-glibc.sh "$CARGO_TARGET_DIR/lambda"
 
-# fmt check + clippy (-D warnings) + cfn-lint of infra/pipeline.yaml
+# fmt check + clippy (-D warnings) + cfn-lint, checkov and the IAM/encryption/credential rules (infra/check_security.py) on infra/pipeline.yaml
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cfn-lint infra/pipeline.yaml
+    @[ -x "{{checkov}}" ] || { echo "lint: {{checkov}} missing; run 'just setup'" >&2; exit 1; }
+    BC_SKIP_MAPPING=TRUE "{{checkov}}" -f infra/pipeline.yaml --framework cloudformation --quiet --compact --skip-download
+    python infra/check_security.py --self-test
 
 # Unit tests (no network)
 unit:
@@ -156,6 +161,11 @@ e2e *args: build
     fi
     trap '[ "$started" = 0 ] || bash infra/localstack/down.sh' EXIT
     pytest tests/e2e -p no:cacheprovider -ra {{args}}
+
+# Only the fault-injection tests (tests/e2e/test_faults_*.py), then their measured rows into docs/RELIABILITY.md
+reliability *args:
+    just e2e -k faults {{args}}
+    python tests/e2e/reliability_table.py
 
 # Run a function locally under the cargo-lambda emulator (rebuilds on change)
 watch fn: setup

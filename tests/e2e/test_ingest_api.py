@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import ENDPOINT, marker, wait_until
+from conftest import ENDPOINT, REPO, log_lines, marker, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,26 @@ def post(api, body: bytes, headers: dict | None = None, api_key: str | None = "d
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def post_fence(pipeline, api, run: str) -> None:
+    """POSTs one good event that must be accepted; on any other answer the failure shows
+    the answer, the function's last log lines and LocalStack's lines about the invocation."""
+    status, answer = post(api, json.dumps({"player_id": "p-9", "run": run}).encode())
+    if status == 202:
+        return
+    function = pipeline["IngestApiFunctionName"]
+    lines = log_lines(function)[-30:]
+    log = REPO / ".localstack" / "localstack.log"
+    gateway = []
+    if log.exists():
+        gateway = [line for line in log.read_text(errors="replace").splitlines() if "integration" in line.lower()][-10:]
+    pytest.fail(
+        f"fence POST answered {status}: {answer!r}\n--- {function} log (last 30) ---\n"
+        + "\n".join(lines)
+        + "\n--- LocalStack integration lines ---\n"
+        + "\n".join(gateway)
+    )
 
 
 def stream_records(aws, stream: str) -> list[dict]:
@@ -217,7 +237,7 @@ def test_bad_requests_get_their_status_and_message_and_write_nothing(
     # A good request after the bad one is the fence: once it is on the stream, anything the
     # bad request had written would be there too.
     fence = marker()
-    assert post(api, json.dumps({"player_id": "p-9", "run": fence}).encode())[0] == 202
+    post_fence(pipeline, api, fence)
     stream = pipeline["EventStreamName"]
     wait_until(lambda: records_with(aws, stream, fence), timeout=30, message="fence record on the stream")
     assert records_with(aws, stream, tag) == []
@@ -230,7 +250,7 @@ def test_requests_without_the_api_key_are_refused(pipeline, api, aws):
     status, _ = post(api, json.dumps({"player_id": "p-1", "run": tag}).encode(), api_key="not-the-key")
     assert status == 403
     fence = marker()
-    assert post(api, json.dumps({"player_id": "p-9", "run": fence}).encode())[0] == 202
+    post_fence(pipeline, api, fence)
     stream = pipeline["EventStreamName"]
     wait_until(lambda: records_with(aws, stream, fence), timeout=30, message="fence record on the stream")
     assert records_with(aws, stream, tag) == []
