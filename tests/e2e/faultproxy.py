@@ -10,6 +10,8 @@ the proxy answers what AWS answers on a bad day:
   ``ThrottlingException``/``Throttling``, Lambda ``TooManyRequestsException`` 429);
 - ``error500``: an internal error (500) of the service's protocol;
 - ``drop``: the connection closed without an answer, before the request reaches LocalStack;
+- ``drop_response``: the request forwarded (LocalStack acts on it), then the connection closed
+  without an answer — a response lost on the way back, after which a retry repeats a write;
 - ``latency``: a delay (seconds, uniform in ``(low, high)``) before forwarding;
 - ``deny``: a permanent refusal (S3 ``AccessDenied`` 403, elsewhere ``AccessDeniedException``
   400), which the SDKs and the functions do not retry — e.g. a broken bucket policy or key;
@@ -81,7 +83,7 @@ class Rule:
     drop: float = 0.0
     partial: float = 0.0
     latency: tuple[float, float] | None = None
-
+    drop_response: float = 0.0
     # Only requests for which ``when(method, path, body)`` is true (e.g. a marker in the body).
     when: Callable[[str, str, bytes], bool] | None = None
     deny: float = 0.0
@@ -258,6 +260,13 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
+            def _hang_up(self) -> None:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
             def _handle(self) -> None:
                 body = self._body()
                 service, operation = classify(self.command, self.path, self.headers, body)
@@ -267,11 +276,7 @@ class FaultProxy:
                         time.sleep(proxy._uniform(*rule.latency))
                     if proxy._roll(rule.drop):
                         proxy._count(service, operation, "drop")
-                        self.close_connection = True
-                        try:
-                            self.connection.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
+                        self._hang_up()
                         return
                     if proxy._roll(rule.throttle):
                         proxy._count(service, operation, "throttle")
@@ -287,6 +292,11 @@ class FaultProxy:
                         proxy._count(service, operation, "deny")
                         code = "AccessDenied" if service == "s3" else "AccessDeniedException"
                         self._send(*error_response(service, 403 if service == "s3" else 400, code, "Access Denied (injected)"))
+                        return
+                    if proxy._roll(rule.drop_response):
+                        self._forward(body)
+                        proxy._count(service, operation, "drop_response")
+                        self._hang_up()
                         return
                     if rule.partial > 0 and (service, operation) in _PARTIAL:
                         self._send(*_PARTIAL[(service, operation)](self, body, rule, service, operation))

@@ -74,6 +74,17 @@ def test_deny_is_permanent_and_when_limits_a_rule_to_matching_requests(proxy, aw
     assert proxy.summary() == {"s3.PutObject deny": 1, "s3.PutObject pass": 1}
     assert [o["Key"] for o in aws("s3").list_objects_v2(Bucket=bucket)["Contents"]] == ["good"]
 
+def test_a_lost_response_still_writes(proxy, aws):
+    queue = aws("sqs").create_queue(QueueName=f"proxy-{marker()}")["QueueUrl"]
+    proxy.set_rules([Rule("sqs", "SendMessage", drop_response=1.0)])
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        via(proxy, "sqs").send_message(QueueUrl=queue, MessageBody="stored anyway")
+    assert proxy.summary() == {"sqs.SendMessage drop_response": 1}
+    got = aws("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+    assert [m["Body"] for m in got["Messages"]] == ["stored anyway"]
+    aws("sqs").delete_queue(QueueUrl=queue)
+
+
 def test_partial_put_records_fail_entries_that_are_then_not_written(proxy, aws):
     stream = f"proxy-{marker()}"
     aws("kinesis").create_stream(StreamName=stream, ShardCount=1)
