@@ -424,7 +424,22 @@ impl<A: JobApi> Poller<A> {
                     .await?
                 {
                     tracing::info!(%source_id, %job_id, "job started");
-                    self.follow(turn(job_id, now), inv).await
+                    return self.follow(turn(job_id, now), inv).await;
+                }
+                // The condition failed: another delivery recorded the start, or this very
+                // invocation did and the answer was lost (the retried write then finds
+                // its own turn). Only the turn's holder follows the job.
+                let record = self
+                    .table
+                    .load(source_id, &work)
+                    .await?
+                    .ok_or_else(|| PollerError::UnknownSource(source_id.to_owned()))?;
+                if record.held_by(0, &inv.request_id)
+                    && record.job_id.as_deref() == Some(job_id.as_str())
+                {
+                    tracing::info!(%source_id, %job_id, "start recorded by this invocation's earlier attempt");
+                    let budget = self.config.max_generations - 1;
+                    self.resume(record, 0, budget, 0, inv).await
                 } else {
                     tracing::info!(%source_id, %job_id, "a concurrent delivery recorded the start first");
                     Ok(report(

@@ -458,7 +458,17 @@ async fn start_claimed_but_never_recorded_is_resumed_with_the_stored_idempotency
 async fn concurrent_delivery_that_loses_generation_zero_does_not_poll() {
     let api = InMemoryJobApi::new();
     api.script("job-1", [running()]);
-    let aws = Aws::with(vec![claim_ok(), update_fails(STARTED)]);
+    let aws = Aws::with(vec![
+        claim_ok(),
+        update_fails(STARTED),
+        stored(item(
+            SOURCE_ID,
+            JobState::Running,
+            Some("job-1"),
+            Some(0),
+            Some(OTHER),
+        )),
+    ]);
 
     let job = only(
         aws.poller(&api)
@@ -473,6 +483,47 @@ async fn concurrent_delivery_that_loses_generation_zero_does_not_poll() {
     assert_eq!(job.action, Action::Duplicate);
     assert_eq!(api.status_calls(), 0);
     assert!(aws.invoked().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_recorded_but_its_answer_lost_is_still_followed_by_this_invocation() {
+    // The first `record_started` was applied but its answer never arrived; the retried
+    // write fails its condition against this invocation's own turn (the fault proxy's
+    // lost UpdateItem answer). Before, the job was started and never followed.
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [running(), succeeded()]);
+    let aws = Aws::with(vec![
+        claim_ok(),
+        update_fails(STARTED),
+        stored(item(
+            SOURCE_ID,
+            JobState::Running,
+            Some("job-1"),
+            Some(0),
+            Some(ME),
+        )),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = only(
+        aws.poller(&api)
+            .handle(
+                &s3_put("reports/2026/11/21/sales.csv"),
+                &invocation(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Finished);
+    assert_eq!(api.starts().len(), 1);
+    assert_eq!(api.status_calls(), 2);
+    let published = aws.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["outcome"], "SUCCEEDED");
+    assert_eq!(published[0]["generations"], 1);
 }
 
 #[tokio::test(start_paused = true)]
