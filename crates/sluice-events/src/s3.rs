@@ -457,9 +457,13 @@ fn optional_time(
 ) -> Result<Option<OffsetDateTime>, EnvelopeError> {
     match value_at(value, path) {
         None | Some(Value::Null) => Ok(None),
+        // Checked: `9999-12-31T23:59:59-01:00` parses but is past year 9999 in UTC, where
+        // the unchecked `to_offset` panics (found by the s3_envelope fuzz target).
         Some(Value::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
-            .map(|t| Some(t.to_offset(time::UtcOffset::UTC)))
-            .map_err(|_| EnvelopeError::InvalidTime {
+            .ok()
+            .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC))
+            .map(Some)
+            .ok_or_else(|| EnvelopeError::InvalidTime {
                 at: at.to_owned(),
                 field,
                 value: s.clone(),

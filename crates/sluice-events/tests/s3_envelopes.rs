@@ -350,6 +350,30 @@ fn invalid_event_time_is_an_error_quoting_the_value() {
     );
 }
 
+/// Fuzz regression (s3_envelope): valid RFC 3339 times whose UTC instant is outside
+/// years 0000-9999 are an error, not a panic in the offset conversion.
+#[test]
+fn event_time_outside_the_utc_range_is_an_error_not_a_panic() {
+    let mut event = json(S3_DIRECT);
+    event["Records"][0]["eventTime"] = "9999-12-31T23:59:59-01:00".into();
+    let err = s3_notices_from_value(&event).unwrap_err();
+    assert!(
+        matches!(&err, EnvelopeError::InvalidTime { field: "eventTime", value, .. } if value == "9999-12-31T23:59:59-01:00"),
+        "{err:?}"
+    );
+    // The other end is still representable in UTC (year -1).
+    event["Records"][0]["eventTime"] = "0000-01-01T00:00:00+23:59".into();
+    assert!(s3_notices_from_value(&event).is_ok());
+
+    let mut event = json(EVENTBRIDGE);
+    event["time"] = "9999-12-31T23:30:00-00:31".into();
+    let err = s3_notices_from_value(&event).unwrap_err();
+    assert!(
+        matches!(err, EnvelopeError::InvalidTime { field: "time", .. }),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn delete_notification_without_size_or_etag_parses() {
     let mut event = json(S3_DIRECT);
