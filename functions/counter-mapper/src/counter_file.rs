@@ -103,7 +103,7 @@ pub fn parse_counter_file(bytes: &[u8]) -> CounterFile {
                             counter: cv.counter.clone(),
                             later: line_no,
                         },
-                        snippet: format!("{} {}", cv.counter, file.counters[at].value),
+                        snippet: snippet(&format!("{} {}", cv.counter, file.counters[at].value)),
                     });
                     file.counters[at].value = cv.value;
                     seen.insert(cv.counter, (at, line_no));
@@ -170,6 +170,21 @@ mod tests {
             counter: counter.to_owned(),
             value,
         }
+    }
+
+    /// Fuzz regression (counter_file): a superseded line's snippet was the whole counter
+    /// name (up to 1 KiB), not cut at `SNIPPET_CHARS` like every other snippet.
+    #[test]
+    fn superseded_snippets_are_cut_like_the_others() {
+        let name = "\0".repeat(200) + "A";
+        let file = parse_counter_file(format!("{name} 4\n{name} 3\n").as_bytes());
+        assert_eq!(file.counters, vec![cv(&name, 3)]);
+        let [superseded] = &file.malformed[..] else {
+            panic!("{:?}", file.malformed);
+        };
+        assert_eq!(superseded.problem.reason(), "superseded");
+        assert_eq!(superseded.snippet.chars().count(), SNIPPET_CHARS + 1);
+        assert!(superseded.snippet.ends_with('…'));
     }
 
     #[test]
