@@ -1,0 +1,269 @@
+"""job-poller under injected faults (issue #11, part 1): five jobs, each started by a report
+uploaded to the reports bucket (the real trigger, S3 -> Lambda), followed across several
+self-invoked generations while the function's own AWS calls go through the fault proxy:
+Lambda Invoke (the hand-over to the next generation) throttled with 429s, DynamoDB
+PutItem/UpdateItem/GetItem on the jobs table throttled, failing with 500s and dropped,
+SNS Publish throttled (40%) and failing, Secrets Manager (the API token, read at cold start)
+throttled. Every S3 event is also delivered a second time while its job runs.
+
+At the end every job has exactly one notification on the outcome queue with the outcome
+its fake job produced (or, when a generation exhausted Lambda's async retries, its event
+is in the function's on-failure queue with the error type), one job at the fake API,
+one jobs-table item whose chain has one turn per generation, and nothing else arrives.
+
+The stack is this module's own (the ``deploy`` fixture, with AwsEndpointUrl pointing at the
+session's fault proxy): the job-poller needs parameters the shared ``faulty_pipeline``
+does not set — the fake job API's URL and a short generation (6 s, 2 s of it kept back)
+so that a 15 s job needs several generations.
+"""
+
+import json
+import os
+import time
+
+import pytest
+from conftest import log_lines, marker, record_reliability, wait_until
+from faultproxy import Rule
+from test_job_poller import FakeJobApi, Outcomes, chain_generations, job_items, s3_event_for
+
+TIMEOUT_SECONDS = 6
+SAFETY_MARGIN_MS = 2000
+MAX_GENERATIONS = 10
+PREFIX = "reports/"
+# word in the object key -> (seconds the fake job runs, outcome it ends in)
+JOBS = {
+    "quick": (1.5, "SUCCEEDED"),
+    "medium": (7, "SUCCEEDED"),
+    "long": (12, "SUCCEEDED"),
+    "longer": (16, "SUCCEEDED"),
+    "fail": (5, "FAILED"),
+}
+COMMAND = "SLUICE_KEEP_LOCALSTACK=1 python -m pytest tests/e2e/test_faults_job_poller.py -q"
+
+
+def fault_rules() -> list[Rule]:
+    def rule(service, operation, **faults):
+        if "drop_response" not in Rule.__dataclass_fields__:
+            faults.pop("drop_response", None)
+        return Rule(service, operation, **faults)
+
+    common = {"throttle": 0.2, "error500": 0.05, "drop": 0.02, "latency": (0.0, 0.02)}
+    return [
+        # A lost Invoke answer makes the SDK invoke again: a duplicated generation.
+        rule("lambda", "Invoke", **common, drop_response=0.02),
+        rule("dynamodb", "PutItem", **common, drop_response=0.02),
+        rule("dynamodb", "UpdateItem", **common, drop_response=0.02),
+        rule("dynamodb", "GetItem", **common),
+        # No lost answers on Publish: SNS has no de-duplication for a standard topic, so a
+        # repeated Publish is a second notification (see docs/reliability-job-poller.md).
+        # Only one Publish per job: a higher rate, so that five jobs surely meet some.
+        rule("sns", "Publish", throttle=0.4, error500=0.1, drop=0.02, latency=(0.0, 0.02)),
+        rule("secretsmanager", "GetSecretValue", throttle=0.2, error500=0.05),
+    ]
+
+
+def describe(rules: list[Rule]) -> str:
+    parts = []
+    for r in rules:
+        kinds = [f"{k} {int(getattr(r, k) * 100)}%" for k in ("throttle", "error500", "drop", "drop_response")
+                 if getattr(r, k, 0)]
+        if r.latency:
+            kinds.append(f"latency {int(r.latency[0] * 1000)}-{int(r.latency[1] * 1000)} ms")
+        parts.append(f"{r.service} {r.operation}: {', '.join(kinds)}")
+    return "; ".join(parts)
+
+
+@pytest.fixture(scope="module")
+def fake_api():
+    api = FakeJobApi()
+    api.thread.start()
+    yield api
+    api.server.shutdown()
+    api.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stack(deploy, fake_api, fault_proxy, aws):
+    name = f"{os.environ.get('SLUICE_FAULT_STACK') or 'sluice-faults'}-jobs"
+    outputs = deploy(
+        "infra/pipeline.yaml",
+        stack=name,
+        AwsEndpointUrl=fault_proxy.url,
+        JobApiBaseUrl=fake_api.base_url,
+        JobReportPrefix=PREFIX,
+        JobPollerTimeoutSeconds=str(TIMEOUT_SECONDS),
+        JobPollerSafetyMarginMs=str(SAFETY_MARGIN_MS),
+        JobPollInitialMs="300",
+        JobPollMaxMs="600",
+        JobPollerMaxGenerations=str(MAX_GENERATIONS),
+    )
+    secret = aws("secretsmanager").get_secret_value(SecretId=outputs["JobApiTokenSecretArn"])
+    fake_api.token = secret["SecretString"]
+    return outputs
+
+
+@pytest.fixture
+def faults(fault_proxy):
+    yield fault_proxy
+    fault_proxy.clear()
+
+
+def drain(sqs, queue_url) -> list[dict]:
+    out = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not batch:
+            return out
+        for message in batch:
+            out.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def failed_key(record: dict, key_of_source: dict[str, str]) -> str | None:
+    """The report key an on-failure record belongs to (an S3 event or a continuation)."""
+    payload = record.get("requestPayload") or {}
+    if payload.get("kind") == "job-poller/continue":
+        return key_of_source.get(payload.get("source_id"))
+    for r in payload.get("Records", []):
+        return r.get("s3", {}).get("object", {}).get("key")
+    return None
+
+
+def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selector: str,
+             targets: list[tuple[str, str]]):
+    """Runs JOBS with `rules` on, records the row as `path`, and asserts one outcome per job."""
+    sqs = aws("sqs")
+    outcomes = Outcomes(sqs, stack["JobOutcomeQueueUrl"])
+    outcomes.drain()
+    drain(sqs, stack["JobPollerFailureQueueUrl"])
+    function = stack["JobPollerFunctionName"]
+    failed_before = len(log_lines(function, contains="invocation failed"))
+    refused_before = len(log_lines(function, contains="turn already taken"))
+    faults.set_rules(rules)
+    started = time.monotonic()
+
+    keys = {}
+    for word, (seconds, _) in JOBS.items():
+        key = f"{PREFIX}{path}/{word}/{marker()}.csv"
+        fake_api.durations.append((f"/{word}/", seconds))
+        aws("s3").put_object(Bucket=stack["JobReportsBucketName"], Key=key, Body=b"region,amount\nEU,42\n")
+        keys[word] = key
+
+    # Each S3 event delivered once more (asynchronously, as S3 may) while its job runs.
+    def items_by_key():
+        found = {}
+        for word, key in keys.items():
+            items = job_items(aws, stack, key)
+            if items:
+                found[word] = items[0]
+        return found
+
+    redelivered = wait_until(lambda: (f := items_by_key()) and len(f) == len(keys) and f, timeout=90, interval=0.5,
+                             message="a jobs-table item for every report")
+    for item in redelivered.values():
+        response = aws("lambda").invoke(FunctionName=stack["JobPollerFunctionName"], InvocationType="Event",
+                                        Payload=json.dumps(s3_event_for(item)).encode())
+        assert response["StatusCode"] == 202
+
+    failures: list[dict] = []
+    key_of_source = {item["source_id"]: item["object_key"] for item in redelivered.values()}
+
+    def settled():
+        failures.extend(drain(sqs, stack["JobPollerFailureQueueUrl"]))
+        failed = {failed_key(r, key_of_source) for r in failures}
+        return all(outcomes.for_key(key) or key in failed for key in keys.values())
+
+    wait_until(settled, timeout=240, interval=1, message="a notification (or an on-failure record) for every job")
+    elapsed = time.monotonic() - started
+    # Two more generations' time: nothing else may arrive.
+    end = time.monotonic() + 2 * TIMEOUT_SECONDS
+    while time.monotonic() < end:
+        outcomes.drain()
+        time.sleep(1)
+    failures.extend(drain(sqs, stack["JobPollerFailureQueueUrl"]))
+    injected = faults.summary()
+    faults.clear()
+
+    failed = {failed_key(r, key_of_source): r for r in failures}
+    rows = {}
+    for word, key in keys.items():
+        notes = outcomes.for_key(key)
+        items = job_items(aws, stack, key)
+        job_ids = {s["idempotency_key"] for s in fake_api.starts_for(key)}
+        rows[word] = {"notes": notes, "items": items, "jobs": len(job_ids), "failed": failed.get(key)}
+    notified = [w for w, r in rows.items() if len(r["notes"]) >= 1]
+    in_dlq = [w for w, r in rows.items() if not r["notes"] and r["failed"]]
+    lost = [w for w, r in rows.items() if not r["notes"] and not r["failed"]]
+    duplicated = sum(max(0, len(r["notes"]) - 1) for r in rows.values())
+    retried = len(log_lines(function, contains="invocation failed")) - failed_before
+    duplicate_turns = len(log_lines(function, contains="turn already taken")) - refused_before
+    record_reliability(
+        path,
+        workload=f"{len(JOBS)} jobs ({', '.join(f'{s:g} s' for s, _ in JOBS.values())}; one ends FAILED), "
+        f"{TIMEOUT_SECONDS} s generations, every S3 event delivered twice",
+        faults=describe(rules),
+        records_in=len(JOBS),
+        records_out=len(notified),
+        in_dlq=len(in_dlq),
+        lost=len(lost),
+        duplicated=duplicated,
+        generations={w: r["notes"][0]["generations"] for w, r in rows.items() if r["notes"]},
+        failed_invocations_retried=retried,
+        duplicate_generations_refused=duplicate_turns,
+        dlq_reasons=sorted({(r.get("responsePayload") or {}).get("errorType", "") for r in failures}),
+        seconds=round(elapsed, 1),
+        injected=injected,
+        command=f"{COMMAND} -k {selector}",
+    )
+
+    # Faults really happened on the targeted calls (taken together: a run has only a few
+    # Invoke and Publish calls, so any one of them alone may by chance see none).
+    assert sum(n for (s, o, out), n in faults_stats(injected) if (s, o) in targets and out != "pass") >= 5, injected
+    assert any(out != "pass" for (s, o, out), _ in faults_stats(injected) if (s, o) == targets[0]), injected
+    assert lost == [], {w: rows[w] for w in lost}
+    assert duplicated == 0, {w: r["notes"] for w, r in rows.items() if len(r["notes"]) > 1}
+    for word, row in rows.items():
+        assert len(row["items"]) == 1, (word, row["items"])
+        assert row["jobs"] == 1, f"{word}: {row['jobs']} jobs started at the API"
+        if row["notes"]:
+            note, item = row["notes"][0], row["items"][0]
+            assert note["outcome"] == JOBS[word][1], (word, note)
+            assert item["job_state"] == JOBS[word][1] and "notified_at" in item, (word, item)
+            generations = chain_generations(item)
+            assert generations == list(range(len(generations))), f"{word}: one turn per generation: {item['chain']}"
+            assert note["generations"] == len(generations), (word, note, item["chain"])
+        else:
+            reason = (row["failed"].get("responsePayload") or {}).get("errorType")
+            assert reason, f"{word}: on-failure record without an error type: {row['failed']}"
+
+
+@pytest.mark.timeout(300)
+def test_five_jobs_under_faults_end_with_one_notification_each(stack, aws, fake_api, faults):
+    run_jobs(stack, aws, fake_api, faults, fault_rules(), "job-poller", "one_notification",
+             targets=[("dynamodb", "UpdateItem"), ("lambda", "Invoke"), ("sns", "Publish")])
+
+
+@pytest.mark.timeout(300)
+def test_lost_answers_neither_lose_nor_repeat_a_job(stack, aws, fake_api, faults):
+    """A third of the jobs table writes and of the hand-over invokes are applied by
+    LocalStack but their answers lost: the SDK sends them again. Every retried write must
+    find its own earlier effect (the claim, the start, the turn, the outcome, the
+    notification claim) and carry on; a repeated invoke is a duplicated generation that
+    must lose its claim."""
+    rules = [
+        Rule("dynamodb", "PutItem", drop_response=0.3),
+        Rule("dynamodb", "UpdateItem", drop_response=0.3),
+        Rule("lambda", "Invoke", drop_response=0.3),
+    ]
+    if "drop_response" not in Rule.__dataclass_fields__:
+        pytest.skip("this fault proxy cannot lose answers (no drop_response)")
+    run_jobs(stack, aws, fake_api, faults, rules, "job-poller-lost-answers", "lost_answers",
+             targets=[("dynamodb", "UpdateItem"), ("lambda", "Invoke")])
+
+
+def faults_stats(summary: dict[str, int]):
+    """(service, operation, outcome), n from a ``proxy.summary()``."""
+    for name, n in summary.items():
+        call, outcome = name.split(" ")
+        service, operation = call.split(".", 1)
+        yield (service, operation, outcome), n
