@@ -43,8 +43,12 @@ lint:
 unit:
     cargo test --workspace
 
-# Everything CI runs: lint, unit tests, release build, end-to-end tests against LocalStack
-test: setup lint unit build e2e
+# Everything CI runs: lint, unit tests, a 10 s fuzz run per target, release build, end-to-end tests against LocalStack
+test: setup lint unit (fuzz "10") build e2e
+
+# Run every fuzz target (fuzz/, cargo fuzz on stable) for `seconds` each; prints a summary per target
+fuzz seconds="60": setup
+    bash fuzz/run.sh {{seconds}}
 
 # Start LocalStack in the background (127.0.0.1:4566, state and log in .localstack/); no-op if healthy
 up: setup

@@ -33,3 +33,14 @@ fi
 
 # LocalStack, its offline packages and the host executor plugin.
 bash "$here/localstack/setup.sh"
+
+# --- cargo-fuzz (just fuzz, fuzz/run.sh) -------------------------------------------------
+# Pinned, built once from crates.io into the cache; a re-run only asks its version.
+cargo_fuzz_version=0.13.2
+cargo_tools="$cache/cargo-tools"
+if [ "$("$cargo_tools/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]; then
+  echo "setup: installing cargo-fuzz $cargo_fuzz_version into $cargo_tools"
+  env -u CARGO_TARGET_DIR cargo install --locked --quiet --force \
+    "cargo-fuzz@$cargo_fuzz_version" --root "$cargo_tools"
+fi
+# --- end cargo-fuzz -----------------------------------------------------------------------
