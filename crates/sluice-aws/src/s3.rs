@@ -11,7 +11,9 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
-use crate::retry::{Backoff, Deadline, error_code, error_message, is_transient, retry_transient};
+use crate::retry::{
+    Backoff, Deadline, error_code, error_message, is_transient, retry_transient, retry_transient_if,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum S3Error {
@@ -87,49 +89,75 @@ fn is_not_found(err: &SdkError<GetObjectError, HttpResponse>) -> bool {
     }
 }
 
-/// Reads a whole object. (The SDK's own retry applies; no loop of ours.)
-pub async fn get_object_bytes(client: &Client, bucket: &str, key: &str) -> Result<Bytes, S3Error> {
-    get_object_version_bytes(client, bucket, key, None).await
+/// Reads a whole object, retrying transient failures (throttling, 5xx, dropped or
+/// stalled connections) with [`Backoff::default`] within `deadline`; a call still
+/// unanswered at the deadline is cut off and reported as transient.
+pub async fn get_object_bytes(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    deadline: &Deadline,
+) -> Result<Bytes, S3Error> {
+    get_object_version_bytes(client, bucket, key, None, deadline).await
 }
 
 /// Reads a whole object at `version_id` (the version an event names, on a versioned
-/// bucket), or the current one when `None`. A version that no longer exists is
-/// [`S3Error::NotFound`].
+/// bucket), or the current one when `None`, retrying as [`get_object_bytes`] does. A
+/// version that no longer exists is [`S3Error::NotFound`].
 pub async fn get_object_version_bytes(
     client: &Client,
     bucket: &str,
     key: &str,
     version_id: Option<&str>,
+    deadline: &Deadline,
 ) -> Result<Bytes, S3Error> {
-    let output = client
+    retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
+        get_once(client, bucket, key, version_id, deadline)
+    })
+    .await
+}
+
+async fn get_once(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    deadline: &Deadline,
+) -> Result<Bytes, S3Error> {
+    let call = client
         .get_object()
         .bucket(bucket)
         .key(key)
         .set_version_id(version_id.map(str::to_owned))
-        .send()
-        .await
-        .map_err(|err| {
-            if is_not_found(&err) {
-                S3Error::NotFound {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                }
-            } else {
-                S3Error::from_sdk("GetObject", bucket, key, &err)
+        .send();
+    let output = deadline.bound(call).await.map_err(|err| {
+        if is_not_found(&err) {
+            S3Error::NotFound {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
             }
-        })?;
-    let body = output
-        .body
-        .collect()
-        .await
-        .map_err(|err| S3Error::Transient {
-            operation: "GetObject",
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            code: "BodyReadError".to_owned(),
-            message: DisplayErrorContext(&err).to_string(),
-        })?;
-    Ok(body.into_bytes())
+        } else {
+            S3Error::from_sdk("GetObject", bucket, key, &err)
+        }
+    })?;
+    let body_error = |code: &str, message: String| S3Error::Transient {
+        operation: "GetObject",
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        code: code.to_owned(),
+        message,
+    };
+    match tokio::time::timeout_at(deadline.instant(), output.body.collect()).await {
+        Ok(Ok(body)) => Ok(body.into_bytes()),
+        Ok(Err(err)) => Err(body_error(
+            "BodyReadError",
+            DisplayErrorContext(&err).to_string(),
+        )),
+        Err(_) => Err(body_error(
+            "TimeoutError",
+            "body not read before the invocation deadline".to_owned(),
+        )),
+    }
 }
 
 /// Writes a whole object with its content type and user metadata (`x-amz-meta-*`),
@@ -189,7 +217,7 @@ mod tests {
                     .body(ByteStream::from_static(b"{\"n\":1}"))
                     .build()
             });
-        let bytes = get_object_bytes(&client(&[&rule]), "raw", "a/b.json")
+        let bytes = get_object_bytes(&client(&[&rule]), "raw", "a/b.json", &soon())
             .await
             .unwrap();
         assert_eq!(&bytes[..], b"{\"n\":1}");
@@ -204,7 +232,7 @@ mod tests {
                     .body(ByteStream::from_static(b"old"))
                     .build()
             });
-        let bytes = get_object_version_bytes(&client(&[&rule]), "raw", "k", Some("v-1"))
+        let bytes = get_object_version_bytes(&client(&[&rule]), "raw", "k", Some("v-1"), &soon())
             .await
             .unwrap();
         assert_eq!(&bytes[..], b"old");
@@ -220,7 +248,7 @@ mod tests {
         });
         let client = client(&[&modeled, &wire]);
         for _ in 0..2 {
-            let err = get_object_bytes(&client, "raw", "gone.json")
+            let err = get_object_bytes(&client, "raw", "gone.json", &soon())
                 .await
                 .unwrap_err();
             assert_eq!(
@@ -239,7 +267,7 @@ mod tests {
         let rule = mock!(Client::get_object).then_http_response(|| {
             xml_error(404, "NoSuchBucket", "The specified bucket does not exist")
         });
-        let err = get_object_bytes(&client(&[&rule]), "nope", "k")
+        let err = get_object_bytes(&client(&[&rule]), "nope", "k", &soon())
             .await
             .unwrap_err();
         assert!(
@@ -248,28 +276,56 @@ mod tests {
         );
     }
 
+    fn soon() -> Deadline {
+        Deadline::after(Duration::from_secs(30))
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn slow_down_and_503_are_transient_access_denied_is_permanent() {
+    async fn slow_down_and_500_are_retried_within_the_deadline() {
+        let failing = mock!(Client::get_object)
+            .sequence()
+            .http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."))
+            .http_response(|| http_response(500, ""))
+            .build();
+        let ok = mock!(Client::get_object).then_output(|| {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(b"late"))
+                .build()
+        });
+        let client = client(&[&failing, &ok]);
+        let bytes = get_object_bytes(&client, "raw", "k", &soon())
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"late");
+        assert_eq!(failing.num_calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_until_the_deadline_is_transient_access_denied_is_permanent() {
         let slow = mock!(Client::get_object)
+            .match_requests(|req| req.key() == Some("busy"))
             .then_http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."));
-        let bare = mock!(Client::get_object).then_http_response(|| http_response(500, ""));
         let denied = mock!(Client::get_object)
             .then_http_response(|| xml_error(403, "AccessDenied", "Access Denied"));
-        let client = client(&[&slow, &bare, &denied]);
-        let first = get_object_bytes(&client, "raw", "k").await.unwrap_err();
-        assert!(first.is_transient(), "{first:?}");
-        assert!(first.to_string().contains("SlowDown"));
+        let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&slow, &denied], |c| c
+            .retry_config(RetryConfig::disabled()));
+        let started = Instant::now();
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let err = get_object_bytes(&client, "raw", "busy", &deadline)
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("SlowDown"));
+        assert!(slow.num_calls() > 1, "retried");
+        assert!(Instant::now() - started < Duration::from_secs(5));
+        let denied_err = get_object_bytes(&client, "raw", "k", &soon())
+            .await
+            .unwrap_err();
         assert!(
-            get_object_bytes(&client, "raw", "k")
-                .await
-                .unwrap_err()
-                .is_transient()
+            matches!(&denied_err, S3Error::Permanent { code, .. } if code == "AccessDenied"),
+            "{denied_err:?}"
         );
-        let denied = get_object_bytes(&client, "raw", "k").await.unwrap_err();
-        assert!(
-            matches!(&denied, S3Error::Permanent { code, .. } if code == "AccessDenied"),
-            "{denied:?}"
-        );
+        assert_eq!(denied.num_calls(), 1, "a permanent error is not retried");
     }
 
     #[tokio::test(start_paused = true)]

@@ -213,7 +213,7 @@ impl Handler {
             metrics.count("ObjectsIgnored", 1);
             return Ok(ignored(why));
         }
-        let input = match get_object_bytes(&self.s3, &bucket, &key).await {
+        let input = match get_object_bytes(&self.s3, &bucket, &key, deadline).await {
             Ok(bytes) => bytes,
             Err(S3Error::NotFound { .. }) => {
                 tracing::warn!(bucket, key, "object no longer exists; nothing to convert");

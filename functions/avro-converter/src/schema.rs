@@ -61,7 +61,8 @@ impl RecordSchema {
         Ok(Self { schema, plan })
     }
 
-    /// Loads the schema named by `source`; S3 through `s3`.
+    /// Loads the schema named by `source`; S3 through `s3`, retrying transient failures
+    /// for at most [`SCHEMA_READ_LIMIT`].
     pub async fn load(source: &SchemaSource, s3: &aws_sdk_s3::Client) -> Result<Self, SchemaError> {
         let text = match source {
             SchemaSource::BuiltIn => return Ok(Self::player_event()),
@@ -72,7 +73,9 @@ impl RecordSchema {
                 })?
             }
             SchemaSource::S3 { bucket, key } => {
-                let bytes = sluice_aws::get_object_bytes(s3, bucket, key)
+                // At cold start: the init phase's own limit (10 s in AWS) bounds it too.
+                let deadline = sluice_aws::Deadline::after(SCHEMA_READ_LIMIT);
+                let bytes = sluice_aws::get_object_bytes(s3, bucket, key, &deadline)
                     .await
                     .map_err(|error| SchemaError::S3 {
                         bucket: bucket.clone(),
@@ -85,6 +88,9 @@ impl RecordSchema {
         Self::from_avsc(&text, source)
     }
 }
+
+/// How long a cold start keeps retrying the schema read from S3.
+pub const SCHEMA_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 fn error_chain(err: &AvroError) -> String {
     let mut text = err.to_string();

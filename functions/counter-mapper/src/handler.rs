@@ -272,6 +272,7 @@ impl Mapper {
             &object.bucket,
             &object.key,
             object.version_id.as_deref(),
+            deadline,
         )
         .await
         {

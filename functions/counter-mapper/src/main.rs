@@ -1,4 +1,6 @@
 //! counter-mapper entry point: configuration and clients once, then serve.
+// The SDK futures nest deeply; the default limit (128) is too low for `main`'s layout.
+#![recursion_limit = "256"]
 
 use std::sync::Arc;
 
