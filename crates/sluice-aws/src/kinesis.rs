@@ -17,6 +17,8 @@
 //! partial failure (as with any `PutRecords` caller). Use `PutRecord` with
 //! `SequenceNumberForOrdering` where strict order matters.
 
+use std::time::Duration;
+
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_smithy_types::Blob;
@@ -116,6 +118,7 @@ pub struct PutRecordsWriter {
     client: Client,
     stream: StreamTarget,
     backoff: Backoff,
+    call_reserve: Duration,
 }
 
 /// A validated record on its way out.
@@ -194,7 +197,19 @@ impl PutRecordsWriter {
             client,
             stream,
             backoff,
+            call_reserve: Duration::ZERO,
         }
+    }
+
+    /// Starts no call with less than `reserve` left before the deadline. A call still
+    /// unanswered at the deadline is cut off with its outcome unknown (Kinesis may have
+    /// written it), so a caller that reports unwritten records to a client (who resends
+    /// them) keeps time for the last call to be answered: records not sent for lack of
+    /// time are reported `DeadlineExceeded` (or their last error) and are certainly not
+    /// written. Default zero.
+    pub fn with_call_reserve(mut self, reserve: Duration) -> Self {
+        self.call_reserve = reserve;
+        self
     }
 
     /// Writes all valid records, resending failed entries until they are written or the
@@ -261,8 +276,10 @@ impl PutRecordsWriter {
         report: &mut PutReport,
     ) -> Option<String> {
         let mut attempt = 0u32;
+        // The last moment a call may start; calls themselves are cut off at `deadline`.
+        let start_by = deadline.with_margin(self.call_reserve);
         loop {
-            if deadline.is_past() {
+            if start_by.is_past() {
                 report
                     .failed
                     .extend(pending.into_iter().map(Pending::into_failure));
@@ -329,7 +346,7 @@ impl PutRecordsWriter {
             if pending.is_empty() {
                 return None;
             }
-            if !pause_before_retry(&self.backoff, attempt, deadline).await {
+            if !pause_before_retry(&self.backoff, attempt, &start_by).await {
                 report
                     .failed
                     .extend(pending.into_iter().map(Pending::into_failure));
@@ -648,6 +665,45 @@ mod tests {
         assert!(
             Instant::now() < deadline.instant(),
             "never slept past the deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn starts_no_call_within_the_reserve_before_the_deadline() {
+        // Every entry keeps failing; with 3 s and a 1 s reserve, calls are retried while
+        // at least 1 s is left (time for the call to be answered, so none is cut off
+        // with its outcome unknown), and then the entries are reported with their error.
+        let calls = Calls::default();
+        let started_at = Arc::new(Mutex::new(Vec::new()));
+        let log = started_at.clone();
+        let throttled = answering(&calls, move |_, input| {
+            log.lock().unwrap().push(Instant::now());
+            output(
+                input
+                    .records()
+                    .iter()
+                    .map(|_| failed_entry("ProvisionedThroughputExceededException"))
+                    .collect(),
+            )
+        });
+        let deadline = Deadline::after(Duration::from_secs(3));
+        let report = writer(client(&[&throttled]))
+            .with_call_reserve(Duration::from_secs(1))
+            .put_all(records(2), &deadline)
+            .await;
+        let starts = started_at.lock().unwrap().clone();
+        assert!(starts.len() > 2, "retried while there was time: {starts:?}");
+        for start in &starts {
+            assert!(deadline.instant() - *start >= Duration::from_secs(1));
+        }
+        assert!(Instant::now() < deadline.instant() - Duration::from_secs(1));
+        assert_eq!(report.written, 0);
+        assert_eq!(report.failed.len(), 2);
+        assert!(
+            report
+                .failed
+                .iter()
+                .all(|f| f.error_code == "ProvisionedThroughputExceededException")
         );
     }
 

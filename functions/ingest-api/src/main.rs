@@ -16,15 +16,22 @@ use sluice_lambda::{Error, FunctionError, LambdaEvent};
 
 /// Time kept back from the invocation deadline to answer API Gateway.
 const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+/// No PutRecords call starts with less than this left: a call cut off at the deadline
+/// may have been written, and the client would then resend events it was told failed.
+const CALL_RESERVE: Duration = Duration::from_secs(1);
 
 async fn cold_start() -> Result<Ingest, ConfigError> {
     let config = IngestConfig::from_env(&Env::from_process())?;
     let sdk = sluice_aws::clients::load_sdk_config().await;
-    let writer = PutRecordsWriter::new(
-        sluice_aws::clients::kinesis(&sdk),
-        config.stream.clone(),
-        Backoff::default(),
+    // The writer makes every attempt itself (resending only failed entries, within the
+    // deadline and the call reserve); SDK-level retries would start calls it cannot see.
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::config::Builder::from(&sdk)
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+            .build(),
     );
+    let writer = PutRecordsWriter::new(kinesis, config.stream.clone(), Backoff::default())
+        .with_call_reserve(CALL_RESERVE);
     Ok(Ingest::new(config, writer))
 }
 
