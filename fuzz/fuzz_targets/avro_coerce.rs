@@ -72,6 +72,10 @@ static SCHEMAS: LazyLock<[Compiled; 2]> = LazyLock::new(|| {
     })
 });
 
+/// Any single allocation over 64 MiB is a crash (hostile length headers).
+#[global_allocator]
+static ALLOC: sluice_fuzz::LimitedAlloc = sluice_fuzz::LimitedAlloc;
+
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, json)) = data.split_first() else {
         return;

@@ -84,6 +84,10 @@ fn check_key(key: &str, prefix: &str) {
     }
 }
 
+/// Any single allocation over 64 MiB is a crash (hostile length headers).
+#[global_allocator]
+static ALLOC: sluice_fuzz::LimitedAlloc = sluice_fuzz::LimitedAlloc;
+
 fuzz_target!(|data: &[u8]| {
     check_file(data);
     let Ok(text) = std::str::from_utf8(data) else {

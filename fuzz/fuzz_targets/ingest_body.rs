@@ -88,6 +88,10 @@ fn check_split(body: &[u8], format: BodyFormat) {
     }
 }
 
+/// Any single allocation over 64 MiB is a crash (hostile length headers).
+#[global_allocator]
+static ALLOC: sluice_fuzz::LimitedAlloc = sluice_fuzz::LimitedAlloc;
+
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
         return;

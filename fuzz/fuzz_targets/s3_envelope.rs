@@ -77,6 +77,10 @@ fn check_notices(notices: &[S3Notice]) {
     }
 }
 
+/// Any single allocation over 64 MiB is a crash (hostile length headers).
+#[global_allocator]
+static ALLOC: sluice_fuzz::LimitedAlloc = sluice_fuzz::LimitedAlloc;
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -103,19 +107,19 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    if let Ok(event) = serde_json::from_value::<sns::SnsEvent>(value.clone()) {
-        if let Ok(notices) = sns_event_notices(&event) {
-            check_notices(&notices);
-        }
+    if let Ok(event) = serde_json::from_value::<sns::SnsEvent>(value.clone())
+        && let Ok(notices) = sns_event_notices(&event)
+    {
+        check_notices(&notices);
     }
-    if let Ok(event) = serde_json::from_value::<s3::S3Event>(value.clone()) {
-        if let Ok(notices) = s3_event_notices(&event) {
-            check_notices(&notices);
-        }
+    if let Ok(event) = serde_json::from_value::<s3::S3Event>(value.clone())
+        && let Ok(notices) = s3_event_notices(&event)
+    {
+        check_notices(&notices);
     }
-    if let Ok(event) = serde_json::from_value::<eventbridge::EventBridgeEvent>(value) {
-        if let Ok(notices) = eventbridge_notices(&event) {
-            check_notices(&notices);
-        }
+    if let Ok(event) = serde_json::from_value::<eventbridge::EventBridgeEvent>(value)
+        && let Ok(notices) = eventbridge_notices(&event)
+    {
+        check_notices(&notices);
     }
 });

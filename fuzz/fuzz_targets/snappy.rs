@@ -16,6 +16,10 @@ use sluice_codec::snappy::{
 /// Small enough that the limit path is reached often; big enough for real chunks.
 const LIMIT: usize = 256 * 1024;
 
+/// Any single allocation over 64 MiB is a crash (hostile length headers).
+#[global_allocator]
+static ALLOC: sluice_fuzz::LimitedAlloc = sluice_fuzz::LimitedAlloc;
+
 fuzz_target!(|data: &[u8]| {
     let limits = DecompressLimits { max_output: LIMIT };
     match snappy::decompress_with_limit(data, limits) {
