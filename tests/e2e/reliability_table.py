@@ -30,8 +30,12 @@ COLUMNS = [
     ("in_dlq", "in DLQ / error prefix"),
     ("lost", "lost"),
     ("duplicated", "duplicated"),
+    ("notes", "also counted"),
     ("command", "reproduce"),
 ]
+# Row fields shown in their own columns or in the caption; every other field a test
+# records goes to "also counted".
+_SHOWN = {key for key, _ in COLUMNS} | {"seed", "recorded"}
 
 
 def rows() -> list[dict]:
@@ -39,8 +43,19 @@ def rows() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((cache / "reliability").glob("*.json"))]
 
 
+def notes(row: dict) -> str:
+    parts = []
+    for key, value in row.items():
+        if key in _SHOWN:
+            continue
+        if isinstance(value, list):
+            value = ", ".join(map(str, value)) or "none"
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return "; ".join(parts)
+
+
 def cell(row: dict, key: str) -> str:
-    value = row.get(key, "")
+    value = notes(row) if key == "notes" else row.get(key, "")
     if key == "injected" and isinstance(value, dict):
         faults = {k: n for k, n in value.items() if not k.endswith(" pass")}
         parts = ", ".join(f"{k} {n}" for k, n in faults.items())
