@@ -209,6 +209,11 @@ def localstack_environment() -> dict[str, str]:
     for name, default in {
         # async invoke retries after 1 s, 2 s (AWS: about 1 and 2 minutes)
         "LAMBDA_RETRY_BASE_DELAY": "1",
+        # The Kinesis engine otherwise writes every stream's records (DynamoDB streams
+        # included) to a JSON file every 5 s: with a test run's tens of thousands of
+        # records that kept it at 100% CPU, and PutRecords took up to 27 s. State here
+        # lives for one LocalStack process anyway.
+        "KINESIS_PERSISTENCE": "0",
     }.items():
         env.setdefault(name, default)
     env.update(

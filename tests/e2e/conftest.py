@@ -209,7 +209,12 @@ def faulty_pipeline(localstack, fault_proxy):
     outputs = sluice_deploy.deploy(
         REPO / "infra" / "pipeline.yaml",
         name,
-        parameters={"AwsEndpointUrl": fault_proxy.url},
+        parameters={
+            "AwsEndpointUrl": fault_proxy.url,
+            # Reads retry transient failures until the invocation's deadline: a short
+            # timeout keeps "fails every attempt, then the failure queue" tests short.
+            "AvroConverterTimeoutSeconds": "20",
+        },
         endpoint_url=localstack,
         region=REGION,
         log=print,

@@ -46,10 +46,16 @@ def post(api, body: bytes, headers: dict | None = None, api_key: str | None = "d
 
 def post_fence(pipeline, api, run: str) -> None:
     """POSTs one good event that must be accepted; on any other answer the failure shows
-    the answer, the function's last log lines and LocalStack's lines about the invocation."""
-    status, answer = post(api, json.dumps({"player_id": "p-9", "run": run}).encode())
-    if status == 202:
-        return
+    the answer, the function's last log lines and LocalStack's lines about the invocation.
+    A ``503`` (Kinesis too slow to answer in time: the function says which events to
+    resend) is resent as the README tells clients to, at most twice."""
+    for _ in range(3):
+        status, answer = post(api, json.dumps({"player_id": "p-9", "run": run}).encode())
+        if status == 202:
+            return
+        if status != 503:
+            break
+        time.sleep(1)
     function = pipeline["IngestApiFunctionName"]
     lines = log_lines(function)[-30:]
     log = REPO / ".localstack" / "localstack.log"

@@ -11,8 +11,10 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
+use std::future::Future;
+
 use crate::retry::{
-    Backoff, Deadline, error_code, error_message, is_transient, retry_transient, retry_transient_if,
+    Backoff, Deadline, error_code, error_message, is_transient, retry_transient_if,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +43,19 @@ impl S3Error {
     /// Whether a later attempt could succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient { .. })
+    }
+
+    /// Whether this is an attempt cut off at the deadline (no answer, cause unknown).
+    fn is_deadline_cut(&self) -> bool {
+        matches!(self, Self::Transient { code, .. } if code == "TimeoutError")
+    }
+
+    /// This (earlier) error, noting that the attempt after it was cut off at the deadline.
+    fn then_cut_off(mut self) -> Self {
+        if let Self::Transient { message, .. } | Self::Permanent { message, .. } = &mut self {
+            message.push_str(" (the last attempt got no answer before the invocation deadline)");
+        }
+        self
     }
 
     fn from_sdk<E>(
@@ -111,10 +126,46 @@ pub async fn get_object_version_bytes(
     version_id: Option<&str>,
     deadline: &Deadline,
 ) -> Result<Bytes, S3Error> {
-    retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
-        get_once(client, bucket, key, version_id, deadline)
+    let earlier = std::sync::Mutex::new(None);
+    let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
+        remember_cause(
+            &earlier,
+            get_once(client, bucket, key, version_id, deadline),
+        )
     })
-    .await
+    .await;
+    with_cause(result, earlier)
+}
+
+/// Runs one attempt, keeping its error (unless it is a cut at the deadline) in `earlier`.
+async fn remember_cause<T>(
+    earlier: &std::sync::Mutex<Option<S3Error>>,
+    attempt: impl Future<Output = Result<T, S3Error>>,
+) -> Result<T, S3Error> {
+    let outcome = attempt.await;
+    if let Err(err) = &outcome
+        && !err.is_deadline_cut()
+        && let Ok(mut slot) = earlier.lock()
+    {
+        *slot = Some(err.clone());
+    }
+    outcome
+}
+
+/// The final result of a retried call; when the last attempt was only cut off at the
+/// deadline, the error reported is the one that caused the retries (a `SlowDown`, a
+/// 500), which says more than "no answer".
+fn with_cause<T>(
+    result: Result<T, S3Error>,
+    earlier: std::sync::Mutex<Option<S3Error>>,
+) -> Result<T, S3Error> {
+    match result {
+        Err(err) if err.is_deadline_cut() => match earlier.into_inner().ok().flatten() {
+            Some(cause) => Err(cause.then_cut_off()),
+            None => Err(err),
+        },
+        other => other,
+    }
 }
 
 async fn get_once(
@@ -172,8 +223,9 @@ pub async fn put_object_bytes(
     deadline: &Deadline,
 ) -> Result<(), S3Error> {
     let body = body.into();
+    let earlier = std::sync::Mutex::new(None);
     // The fluent builder holds a one-shot body stream, so each attempt builds afresh.
-    retry_transient(&Backoff::default(), deadline, || {
+    let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
         let request = metadata
             .iter()
             .fold(client.put_object(), |request, (name, value)| {
@@ -183,11 +235,16 @@ pub async fn put_object_bytes(
             .key(key)
             .content_type(content_type)
             .body(ByteStream::from(body.clone()));
-        deadline.bound(request.send())
+        remember_cause(&earlier, async move {
+            deadline
+                .bound(request.send())
+                .await
+                .map(|_| ())
+                .map_err(|err| S3Error::from_sdk("PutObject", bucket, key, &err))
+        })
     })
-    .await
-    .map(|_| ())
-    .map_err(|err| S3Error::from_sdk("PutObject", bucket, key, &err))
+    .await;
+    with_cause(result, earlier)
 }
 
 #[cfg(test)]
@@ -326,6 +383,36 @@ mod tests {
             "{denied_err:?}"
         );
         assert_eq!(denied.num_calls(), 1, "a permanent error is not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_cut_off_at_the_deadline_reports_what_caused_the_retries() {
+        let slow_down = mock!(Client::get_object)
+            .sequence()
+            .http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."))
+            .build();
+        let client = client(&[&slow_down]);
+        let earlier = std::sync::Mutex::new(None);
+        let deadline = Deadline::after(Duration::from_secs(5));
+        // An attempt that fails with SlowDown, then one that never answers.
+        let first = remember_cause(&earlier, get_once(&client, "raw", "k", None, &deadline)).await;
+        assert!(first.is_err());
+        let never = remember_cause(&earlier, async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok::<Bytes, S3Error>(Bytes::new())
+        });
+        let cut = deadline
+            .bound(async { Ok::<_, SdkError<GetObjectError, HttpResponse>>(never.await) })
+            .await;
+        let cut = cut.map_err(|err| S3Error::from_sdk("GetObject", "raw", "k", &err));
+        let err = with_cause(cut.and_then(|inner| inner), earlier).unwrap_err();
+        assert!(err.is_transient());
+        let text = err.to_string();
+        assert!(text.contains("SlowDown"), "{text}");
+        assert!(
+            text.contains("no answer before the invocation deadline"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
