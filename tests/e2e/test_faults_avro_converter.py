@@ -21,7 +21,7 @@ import fastavro
 import pytest
 from conftest import FAULT_SEED, client, invoke, log_lines, marker, record_reliability, wait_until
 from faultproxy import Rule
-from test_avro_converter import expected, framed_snappy, ndjson, player_event, raw_snappy
+from test_avro_converter import expected, framed_snappy, ndjson, player_event, raw_snappy, s3_event
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -349,23 +349,7 @@ def test_the_same_input_delivered_again_under_faults_rewrites_the_same_bytes(sta
         # Delivered twice more: S3 notifies again for the same bytes, and the event is re-invoked.
         for key, body in inputs.items():
             s3.put_object(Bucket=stack["raw"], Key=key, Body=body)
-            head = s3.head_object(Bucket=stack["raw"], Key=key)
-            event = {
-                "Records": [
-                    {
-                        "eventVersion": "2.1",
-                        "eventSource": "aws:s3",
-                        "awsRegion": "us-east-1",
-                        "eventTime": "2024-05-14T10:00:05.000Z",
-                        "eventName": "ObjectCreated:Put",
-                        "s3": {
-                            "s3SchemaVersion": "1.0",
-                            "bucket": {"name": stack["raw"], "arn": f"arn:aws:s3:::{stack['raw']}"},
-                            "object": {"key": key, "size": head["ContentLength"], "eTag": head["ETag"].strip('"')},
-                        },
-                    }
-                ]
-            }
+            event = s3_event(stack, key)
             client("lambda").invoke(FunctionName=stack["function"], InvocationType="Event", Payload=json.dumps(event))
         for key in inputs:
             wait_until(lambda: len(converted_lines(key)) >= 3, timeout=120, interval=1, message=f"{key} converted 3 times")

@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import client, log_lines, record_reliability, wait_until
 from faultproxy import Rule
+from test_counter_mapper import aggregates as aggregate_items
 
 FULL = os.environ.get("SLUICE_FAULT_SCALE") == "full"
 INSTANCES, COUNTERS = (100, 100) if FULL else (20, 20)
@@ -51,17 +52,12 @@ COMMAND = "SLUICE_KEEP_LOCALSTACK=1 python -m pytest tests/e2e/test_faults_count
 
 
 def fault_rules() -> list[Rule]:
-    def rule(service, operation, **faults):
-        if "drop_response" not in Rule.__dataclass_fields__:
-            faults.pop("drop_response", None)
-        return Rule(service, operation, **faults)
-
     common = {"throttle": 0.2, "error500": 0.05, "drop": 0.02, "latency": (0.0, 0.02)}
     return [
-        rule("dynamodb", "UpdateItem", **common, drop_response=0.02),
-        rule("dynamodb", "PutItem", **common, drop_response=0.02),
-        rule("dynamodb", "GetItem", **common),
-        rule("s3", "GetObject", **common),
+        Rule("dynamodb", "UpdateItem", **common, drop_response=0.02),
+        Rule("dynamodb", "PutItem", **common, drop_response=0.02),
+        Rule("dynamodb", "GetItem", **common),
+        Rule("s3", "GetObject", **common),
     ]
 
 
@@ -97,22 +93,7 @@ def file_body(values: dict[str, int]) -> bytes:
 
 def aggregates(outputs, date) -> dict[str, int]:
     """counter -> Value of every aggregate of `date` (ByDate index)."""
-    ddb = client("dynamodb")
-    items, kwargs = {}, {}
-    while True:
-        page = ddb.query(
-            TableName=outputs["AggregateTableName"],
-            IndexName="ByDate",
-            KeyConditionExpression="#d = :d",
-            ExpressionAttributeNames={"#d": "Date"},
-            ExpressionAttributeValues={":d": {"S": date}},
-            **kwargs,
-        )
-        for item in page["Items"]:
-            items[item["Counter"]["S"]] = int(item["Value"]["N"])
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+    return {counter: item["Value"] for counter, item in aggregate_items(outputs, date).items()}
 
 
 def instance_entries(outputs, date, counters) -> dict[str, dict[str, tuple[int, str]]]:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import FAULT_SEED, client, log_lines, marker, record_reliability, wait_until
 from faultproxy import Rule
+from test_crash_router import Queue as RoutedQueue
 from test_crash_router import crash_id, ids_split, raw_key, sample_bucket
 
 pytestmark = pytest.mark.timeout(600)
@@ -49,25 +50,8 @@ FAULTS = (
 )
 
 
-class Queue:
+class Queue(RoutedQueue):
     """Everything read from one queue during a test, received and deleted as it comes."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.sqs = client("sqs")
-        self.bodies: list[str] = []
-
-    def drain(self) -> list[str]:
-        while True:
-            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            messages = got.get("Messages", [])
-            if not messages:
-                return self.bodies
-            self.bodies.extend(m["Body"] for m in messages)
-            self.sqs.delete_message_batch(
-                QueueUrl=self.url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-            )
 
     def in_flight(self) -> int:
         attributes = self.sqs.get_queue_attributes(

@@ -24,7 +24,7 @@ import time
 import pytest
 from conftest import log_lines, marker, record_reliability, wait_until
 from faultproxy import Rule
-from test_job_poller import FakeJobApi, Outcomes, chain_generations, job_items, s3_event_for
+from test_job_poller import Outcomes, chain_generations, fake_api, job_items, s3_event_for  # noqa: F401 (fake_api: fixture)
 
 TIMEOUT_SECONDS = 6
 SAFETY_MARGIN_MS = 2000
@@ -42,23 +42,18 @@ COMMAND = "SLUICE_KEEP_LOCALSTACK=1 python -m pytest tests/e2e/test_faults_job_p
 
 
 def fault_rules() -> list[Rule]:
-    def rule(service, operation, **faults):
-        if "drop_response" not in Rule.__dataclass_fields__:
-            faults.pop("drop_response", None)
-        return Rule(service, operation, **faults)
-
     common = {"throttle": 0.2, "error500": 0.05, "drop": 0.02, "latency": (0.0, 0.02)}
     return [
         # A lost Invoke answer makes the SDK invoke again: a duplicated generation.
-        rule("lambda", "Invoke", **common, drop_response=0.02),
-        rule("dynamodb", "PutItem", **common, drop_response=0.02),
-        rule("dynamodb", "UpdateItem", **common, drop_response=0.02),
-        rule("dynamodb", "GetItem", **common),
+        Rule("lambda", "Invoke", **common, drop_response=0.02),
+        Rule("dynamodb", "PutItem", **common, drop_response=0.02),
+        Rule("dynamodb", "UpdateItem", **common, drop_response=0.02),
+        Rule("dynamodb", "GetItem", **common),
         # No lost answers on Publish: SNS has no de-duplication for a standard topic, so a
         # repeated Publish is a second notification (see docs/reliability-job-poller.md).
         # Only one Publish per job: a higher rate, so that five jobs surely meet some.
-        rule("sns", "Publish", throttle=0.4, error500=0.1, drop=0.02, latency=(0.0, 0.02)),
-        rule("secretsmanager", "GetSecretValue", throttle=0.2, error500=0.05),
+        Rule("sns", "Publish", throttle=0.4, error500=0.1, drop=0.02, latency=(0.0, 0.02)),
+        Rule("secretsmanager", "GetSecretValue", throttle=0.2, error500=0.05),
     ]
 
 
@@ -71,15 +66,6 @@ def describe(rules: list[Rule]) -> str:
             kinds.append(f"latency {int(r.latency[0] * 1000)}-{int(r.latency[1] * 1000)} ms")
         parts.append(f"{r.service} {r.operation}: {', '.join(kinds)}")
     return "; ".join(parts)
-
-
-@pytest.fixture(scope="module")
-def fake_api():
-    api = FakeJobApi()
-    api.thread.start()
-    yield api
-    api.server.shutdown()
-    api.server.server_close()
 
 
 @pytest.fixture(scope="module")
