@@ -52,12 +52,22 @@ pub trait TokenSource: Send + Sync + 'static {
     fn refresh(&self) -> impl Future<Output = Result<String, TokenError>> + Send;
 }
 
-/// The token in a Secrets Manager secret.
-#[derive(Debug)]
+/// The token in a Secrets Manager secret. Its `Debug` shows the secret id and whether a
+/// token is cached, never the token.
 pub struct SecretToken {
     client: Client,
     secret_id: String,
     cached: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cached = self.cached.lock().map(|c| c.is_some()).unwrap_or(false);
+        f.debug_struct("SecretToken")
+            .field("secret_id", &self.secret_id)
+            .field("cached", &cached)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SecretToken {
@@ -160,6 +170,15 @@ mod tests {
         assert_eq!(tokens.refresh().await.unwrap(), "rotated");
         assert_eq!(tokens.token().await.unwrap(), "rotated");
         assert_eq!(rule.num_calls(), 2);
+        let shown = format!("{tokens:?}");
+        assert!(
+            !shown.contains("rotated"),
+            "the token never shows in Debug: {shown}"
+        );
+        assert!(
+            shown.contains("jobs/api-token") && shown.contains("cached: true"),
+            "{shown}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
