@@ -653,13 +653,16 @@ impl<A: JobApi> Poller<A> {
         );
         let payload = serde_json::to_vec(&next)
             .map_err(|e| InvalidEvent(format!("continuation could not be encoded: {e}")))?;
-        retry_transient(&AWS_RETRY, &self.work_deadline(inv), || {
-            self.lambda
-                .invoke()
-                .function_name(&inv.function_arn)
-                .invocation_type(InvocationType::Event)
-                .payload(Blob::new(payload.clone()))
-                .send()
+        let work = self.work_deadline(inv);
+        retry_transient(&AWS_RETRY, &work, || {
+            work.bound(
+                self.lambda
+                    .invoke()
+                    .function_name(&inv.function_arn)
+                    .invocation_type(InvocationType::Event)
+                    .payload(Blob::new(payload.clone()))
+                    .send(),
+            )
         })
         .await
         .map_err(|e| PollerError::HandOff {
@@ -779,12 +782,14 @@ impl<A: JobApi> Poller<A> {
             .build()
             .map_err(|e| InvalidEvent(format!("notification attribute: {e}")))?;
         let published = retry_transient(&AWS_RETRY, &work, || {
-            self.sns
-                .publish()
-                .topic_arn(&self.config.topic_arn)
-                .message(&message)
-                .message_attributes("outcome", outcome.clone())
-                .send()
+            work.bound(
+                self.sns
+                    .publish()
+                    .topic_arn(&self.config.topic_arn)
+                    .message(&message)
+                    .message_attributes("outcome", outcome.clone())
+                    .send(),
+            )
         })
         .await
         .map_err(|e| PollerError::Publish {

@@ -13,6 +13,11 @@ use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_sdk_lambda::operation::invoke::InvokeOutput;
 use aws_sdk_sns::operation::publish::PublishOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -62,6 +67,48 @@ struct Aws {
     invoked: Arc<Mutex<Vec<Value>>>,
     sns: Vec<Rule>,
     lambda: Vec<Rule>,
+    /// SNS / Lambda that take each request and never answer (a hung service).
+    silent_sns: bool,
+    silent_lambda: bool,
+}
+
+/// An HTTP client that never answers: a call through it ends only when something
+/// else cuts it off.
+#[derive(Debug, Clone, Copy)]
+struct Silent;
+
+impl HttpConnector for Silent {
+    fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+        HttpConnectorFuture::new(std::future::pending())
+    }
+}
+
+impl HttpClient for Silent {
+    fn http_connector(
+        &self,
+        _settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(*self)
+    }
+}
+
+/// A client of `$sdk` whose every call hangs (no SDK retries, no stall protection).
+macro_rules! silent_client {
+    ($sdk:ident) => {
+        $sdk::Client::from_conf(
+            $sdk::Config::builder()
+                .behavior_version($sdk::config::BehaviorVersion::latest())
+                .region($sdk::config::Region::new("us-east-1"))
+                .credentials_provider($sdk::config::Credentials::new(
+                    "AKIDTEST", "secret", None, None, "test",
+                ))
+                .http_client(Silent)
+                .retry_config($sdk::config::retry::RetryConfig::disabled())
+                .stalled_stream_protection($sdk::config::StalledStreamProtectionConfig::disabled())
+                .build(),
+        )
+    };
 }
 
 impl Aws {
@@ -101,10 +148,18 @@ impl Aws {
         let lambda_rules: Vec<&Rule> = self.lambda.iter().collect();
         let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &dynamodb_rules, |c| c
             .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()));
-        let sns = mock_client!(aws_sdk_sns, RuleMode::MatchAny, &sns_rules, |c| c
-            .retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled()));
-        let lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, &lambda_rules, |c| c
-            .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled()));
+        let sns = if self.silent_sns {
+            silent_client!(aws_sdk_sns)
+        } else {
+            mock_client!(aws_sdk_sns, RuleMode::MatchAny, &sns_rules, |c| c
+                .retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled()))
+        };
+        let lambda = if self.silent_lambda {
+            silent_client!(aws_sdk_lambda)
+        } else {
+            mock_client!(aws_sdk_lambda, RuleMode::MatchAny, &lambda_rules, |c| c
+                .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled()))
+        };
         Poller::new(
             config(),
             JobsTable::new(dynamodb, "jobs"),
@@ -113,6 +168,20 @@ impl Aws {
             lambda,
             fixed_now,
         )
+    }
+
+    /// `event` handled by one invocation of `timeout`, which must answer by its
+    /// deadline (the runtime would kill it there).
+    async fn handle(
+        &self,
+        api: &InMemoryJobApi,
+        event: &Value,
+        timeout: Duration,
+    ) -> Result<Summary, PollerError> {
+        let inv = invocation(timeout);
+        tokio::time::timeout_at(inv.deadline.instant(), self.poller(api).handle(event, &inv))
+            .await
+            .expect("still working at the invocation's deadline")
     }
 
     fn published(&self) -> Vec<Value> {
@@ -219,6 +288,18 @@ fn stored(item: std::collections::HashMap<String, AttributeValue>) -> Rule {
         })
 }
 
+/// What a consistent read finds: job-1's item in `state`, its turn at `generation`
+/// taken by the invocation `owner`.
+fn stored_turn(state: JobState, generation: u32, owner: &str) -> Rule {
+    stored(item(
+        SOURCE_ID,
+        state,
+        Some("job-1"),
+        Some(generation),
+        Some(owner),
+    ))
+}
+
 fn num_calls(rules: &[Rule]) -> usize {
     rules.iter().map(Rule::num_calls).sum()
 }
@@ -271,16 +352,15 @@ async fn new_report_starts_one_job_follows_it_and_notifies_success_once() {
         update_ok(NOTIFY),
         update_ok(NOTIFIED),
     ]);
-    let poller = aws.poller(&api);
 
     let job = only(
-        poller
-            .handle(
-                &s3_put("reports/2026/11/21/sales.csv"),
-                &invocation(Duration::from_secs(30)),
-            )
-            .await
-            .unwrap(),
+        aws.handle(
+            &api,
+            &s3_put("reports/2026/11/21/sales.csv"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
     );
 
     assert_eq!(job.action, Action::Finished);
@@ -371,24 +451,17 @@ async fn redelivered_s3_event_starts_no_second_job() {
     let api = InMemoryJobApi::new();
     let aws = Aws::with(vec![
         claim_exists(),
-        stored(item(
-            SOURCE_ID,
-            JobState::Running,
-            Some("job-1"),
-            Some(2),
-            Some(OTHER),
-        )),
+        stored_turn(JobState::Running, 2, OTHER),
     ]);
-    let poller = aws.poller(&api);
 
     let job = only(
-        poller
-            .handle(
-                &s3_put("reports/2026/11/21/sales.csv"),
-                &invocation(Duration::from_secs(30)),
-            )
-            .await
-            .unwrap(),
+        aws.handle(
+            &api,
+            &s3_put("reports/2026/11/21/sales.csv"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
     );
 
     assert_eq!(job.action, Action::Duplicate);
@@ -403,22 +476,16 @@ async fn redelivery_after_a_finished_job_is_a_duplicate_too() {
     let api = InMemoryJobApi::new();
     let aws = Aws::with(vec![
         claim_exists(),
-        stored(item(
-            SOURCE_ID,
-            JobState::Succeeded,
-            Some("job-1"),
-            Some(4),
-            Some(OTHER),
-        )),
+        stored_turn(JobState::Succeeded, 4, OTHER),
     ]);
     let job = only(
-        aws.poller(&api)
-            .handle(
-                &s3_put("reports/2026/11/21/sales.csv"),
-                &invocation(Duration::from_secs(30)),
-            )
-            .await
-            .unwrap(),
+        aws.handle(
+            &api,
+            &s3_put("reports/2026/11/21/sales.csv"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(job.action, Action::Duplicate);
     assert_eq!(job.detail.as_deref(), Some("already SUCCEEDED"));
@@ -439,13 +506,13 @@ async fn start_claimed_but_never_recorded_is_resumed_with_the_stored_idempotency
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(
-                &s3_put("reports/2026/11/21/sales.csv"),
-                &invocation(Duration::from_secs(30)),
-            )
-            .await
-            .unwrap(),
+        aws.handle(
+            &api,
+            &s3_put("reports/2026/11/21/sales.csv"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
     );
 
     assert_eq!(job.action, Action::Finished);
@@ -461,23 +528,17 @@ async fn concurrent_delivery_that_loses_generation_zero_does_not_poll() {
     let aws = Aws::with(vec![
         claim_ok(),
         update_fails(STARTED),
-        stored(item(
-            SOURCE_ID,
-            JobState::Running,
-            Some("job-1"),
-            Some(0),
-            Some(OTHER),
-        )),
+        stored_turn(JobState::Running, 0, OTHER),
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(
-                &s3_put("reports/2026/11/21/sales.csv"),
-                &invocation(Duration::from_secs(30)),
-            )
-            .await
-            .unwrap(),
+        aws.handle(
+            &api,
+            &s3_put("reports/2026/11/21/sales.csv"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
     );
 
     assert_eq!(job.action, Action::Duplicate);
@@ -495,26 +556,20 @@ async fn start_recorded_but_its_answer_lost_is_still_followed_by_this_invocation
     let aws = Aws::with(vec![
         claim_ok(),
         update_fails(STARTED),
-        stored(item(
-            SOURCE_ID,
-            JobState::Running,
-            Some("job-1"),
-            Some(0),
-            Some(ME),
-        )),
+        stored_turn(JobState::Running, 0, ME),
         outcome_ok(JobState::Succeeded),
         update_ok(NOTIFY),
         update_ok(NOTIFIED),
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(
-                &s3_put("reports/2026/11/21/sales.csv"),
-                &invocation(Duration::from_secs(30)),
-            )
-            .await
-            .unwrap(),
+        aws.handle(
+            &api,
+            &s3_put("reports/2026/11/21/sales.csv"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
     );
 
     assert_eq!(job.action, Action::Finished);
@@ -549,13 +604,13 @@ async fn rejected_start_is_recorded_as_failed_and_notified_without_a_job_id() {
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(
-                &s3_put("reports/2026/11/21/sales.csv"),
-                &invocation(Duration::from_secs(30)),
-            )
-            .await
-            .unwrap(),
+        aws.handle(
+            &api,
+            &s3_put("reports/2026/11/21/sales.csv"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
     );
 
     assert_eq!(job.action, Action::Finished);
@@ -583,10 +638,10 @@ async fn start_failing_transiently_past_the_margin_is_a_retryable_error() {
     let aws = Aws::with(vec![claim_ok(), update_ok(STARTED)]);
 
     let err = aws
-        .poller(&api)
         .handle(
+            &api,
             &s3_put("reports/2026/11/21/sales.csv"),
-            &invocation(Duration::from_secs(10)),
+            Duration::from_secs(10),
         )
         .await
         .unwrap_err();
@@ -601,7 +656,6 @@ async fn start_failing_transiently_past_the_margin_is_a_retryable_error() {
 async fn non_reports_are_skipped_without_touching_the_table() {
     let api = InMemoryJobApi::new();
     let aws = Aws::with(vec![claim_ok()]);
-    let poller = aws.poller(&api);
     let mut removed = s3_put("reports/old.csv");
     removed["Records"][0]["eventName"] = json!("ObjectRemoved:Delete");
     let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-21T06:00:00.000Z", "Bucket": "reports-bucket", "RequestId": "5582815E1AEA5ADF", "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"});
@@ -613,8 +667,7 @@ async fn non_reports_are_skipped_without_touching_the_table() {
         (test_event, "s3:TestEvent"),
     ] {
         let job = only(
-            poller
-                .handle(&event, &invocation(Duration::from_secs(30)))
+            aws.handle(&api, &event, Duration::from_secs(30))
                 .await
                 .unwrap(),
         );
@@ -630,11 +683,7 @@ async fn unreadable_event_is_a_permanent_error() {
     let api = InMemoryJobApi::new();
     let aws = Aws::with(vec![]);
     let err = aws
-        .poller(&api)
-        .handle(
-            &json!({"detail": "?"}),
-            &invocation(Duration::from_secs(30)),
-        )
+        .handle(&api, &json!({"detail": "?"}), Duration::from_secs(30))
         .await
         .unwrap_err();
     assert!(!err.is_retryable());
@@ -658,8 +707,7 @@ async fn next_generation_claims_its_turn_and_reports_generations_used() {
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(2, 0), &invocation(Duration::from_secs(10)))
+        aws.handle(&api, &continuation(2, 0), Duration::from_secs(10))
             .await
             .unwrap(),
     );
@@ -679,18 +727,11 @@ async fn duplicate_invocation_of_a_generation_loses_the_claim_and_exits_quietly(
     api.script("job-1", [running()]);
     let aws = Aws::with(vec![
         update_fails(TURN),
-        stored(item(
-            SOURCE_ID,
-            JobState::Running,
-            Some("job-1"),
-            Some(1),
-            Some(OTHER),
-        )),
+        stored_turn(JobState::Running, 1, OTHER),
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
             .await
             .unwrap(),
     );
@@ -706,18 +747,11 @@ async fn retry_of_the_same_invocation_resumes_its_own_turn() {
     api.script("job-1", [running()]);
     let aws = Aws::with(vec![
         update_fails(TURN),
-        stored(item(
-            SOURCE_ID,
-            JobState::Running,
-            Some("job-1"),
-            Some(1),
-            Some(ME),
-        )),
+        stored_turn(JobState::Running, 1, ME),
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(1, 1), &invocation(Duration::from_secs(5)))
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(5))
             .await
             .unwrap(),
     );
@@ -740,8 +774,7 @@ async fn last_generation_still_running_ends_with_budget_exhausted_once() {
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(2, 0), &invocation(Duration::from_secs(5)))
+        aws.handle(&api, &continuation(2, 0), Duration::from_secs(5))
             .await
             .unwrap(),
     );
@@ -765,8 +798,7 @@ async fn job_unknown_to_the_api_is_a_failure_outcome() {
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
             .await
             .unwrap(),
     );
@@ -797,8 +829,7 @@ async fn failed_job_is_a_failure_outcome_with_the_api_message() {
         update_ok(NOTIFIED),
     ]);
 
-    aws.poller(&api)
-        .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+    aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
         .await
         .unwrap();
 
@@ -823,8 +854,7 @@ async fn transient_status_errors_are_retried_and_do_not_end_the_job() {
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
             .await
             .unwrap(),
     );
@@ -847,8 +877,7 @@ async fn api_down_for_a_whole_generation_hands_over_instead_of_failing() {
     let aws = Aws::with(vec![turn_claimed(1)]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
             .await
             .unwrap(),
     );
@@ -865,8 +894,7 @@ async fn continuation_for_an_unknown_item_is_a_permanent_error() {
         mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build()),
     ]);
     let err = aws
-        .poller(&api)
-        .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        .handle(&api, &continuation(1, 1), Duration::from_secs(10))
         .await
         .unwrap_err();
     assert_eq!(
@@ -876,27 +904,34 @@ async fn continuation_for_an_unknown_item_is_a_permanent_error() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failed_hand_over_is_a_retryable_error() {
-    let api = InMemoryJobApi::new();
-    api.script("job-1", [running()]);
-    let mut aws = Aws::with(vec![turn_claimed(1)]);
-    aws.lambda = vec![
-        mock!(aws_sdk_lambda::Client::invoke)
-            .sequence()
-            .http_status(503, None)
-            .repeatedly()
-            .build(),
-    ];
+async fn failed_or_unanswered_hand_over_is_a_retryable_error() {
+    for silent in [false, true] {
+        let api = InMemoryJobApi::new();
+        api.script("job-1", [running()]);
+        let mut aws = Aws::with(vec![turn_claimed(1)]);
+        aws.silent_lambda = silent;
+        aws.lambda = vec![
+            mock!(aws_sdk_lambda::Client::invoke)
+                .sequence()
+                .http_status(503, None)
+                .repeatedly()
+                .build(),
+        ];
 
-    let err = aws
-        .poller(&api)
-        .handle(&continuation(1, 1), &invocation(Duration::from_secs(5)))
-        .await
-        .unwrap_err();
+        let err = aws
+            .handle(&api, &continuation(1, 1), Duration::from_secs(5))
+            .await
+            .unwrap_err();
 
-    assert!(err.is_retryable(), "{err}");
-    assert_eq!(FunctionError::from(err).error_type, "Retryable.HandOff");
-    assert!(aws.lambda[0].num_calls() > 1, "retried before giving up");
+        assert!(err.is_retryable(), "{err}");
+        if silent {
+            // Cut off at the deadline, not left hanging until the runtime kills it.
+            assert!(err.to_string().ends_with("failed: TimeoutError"), "{err}");
+        } else {
+            assert!(aws.lambda[0].num_calls() > 1, "retried before giving up");
+        }
+        assert_eq!(FunctionError::from(err).error_type, "Retryable.HandOff");
+    }
 }
 
 // --- finish --------------------------------------------------------------
@@ -908,18 +943,11 @@ async fn stale_generation_records_nothing_once_the_turn_moved_on() {
     let aws = Aws::with(vec![
         turn_claimed(1),
         update_fails(OUTCOME),
-        stored(item(
-            SOURCE_ID,
-            JobState::Running,
-            Some("job-1"),
-            Some(2),
-            Some(OTHER),
-        )),
+        stored_turn(JobState::Running, 2, OTHER),
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
             .await
             .unwrap(),
     );
@@ -935,19 +963,12 @@ async fn retried_final_step_does_not_notify_twice() {
     let api = InMemoryJobApi::new();
     let aws = Aws::with(vec![
         update_fails(TURN),
-        stored(item(
-            SOURCE_ID,
-            JobState::Succeeded,
-            Some("job-1"),
-            Some(1),
-            Some(ME),
-        )),
+        stored_turn(JobState::Succeeded, 1, ME),
         update_fails(NOTIFY),
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
             .await
             .unwrap(),
     );
@@ -962,20 +983,13 @@ async fn retried_final_step_publishes_if_the_first_attempt_did_not() {
     let api = InMemoryJobApi::new();
     let aws = Aws::with(vec![
         update_fails(TURN),
-        stored(item(
-            SOURCE_ID,
-            JobState::Succeeded,
-            Some("job-1"),
-            Some(1),
-            Some(ME),
-        )),
+        stored_turn(JobState::Succeeded, 1, ME),
         update_ok(NOTIFY),
         update_ok(NOTIFIED),
     ]);
 
     let job = only(
-        aws.poller(&api)
-            .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
             .await
             .unwrap(),
     );
@@ -990,29 +1004,34 @@ async fn retried_final_step_publishes_if_the_first_attempt_did_not() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn publish_failure_is_retryable_and_leaves_the_notification_unmarked() {
-    let api = InMemoryJobApi::new();
-    api.script("job-1", [succeeded()]);
-    let mut aws = Aws::with(vec![
-        turn_claimed(1),
-        outcome_ok(JobState::Succeeded),
-        update_ok(NOTIFY),
-        update_ok(NOTIFIED),
-    ]);
-    aws.sns = vec![
-        mock!(aws_sdk_sns::Client::publish)
-            .sequence()
-            .http_status(500, None)
-            .repeatedly()
-            .build(),
-    ];
+async fn failed_or_unanswered_publish_is_retryable_and_leaves_the_notification_unmarked() {
+    for silent in [false, true] {
+        let api = InMemoryJobApi::new();
+        api.script("job-1", [succeeded()]);
+        let mut aws = Aws::with(vec![
+            turn_claimed(1),
+            outcome_ok(JobState::Succeeded),
+            update_ok(NOTIFY),
+            update_ok(NOTIFIED),
+        ]);
+        aws.silent_sns = silent;
+        aws.sns = vec![
+            mock!(aws_sdk_sns::Client::publish)
+                .sequence()
+                .http_status(500, None)
+                .repeatedly()
+                .build(),
+        ];
 
-    let err = aws
-        .poller(&api)
-        .handle(&continuation(1, 1), &invocation(Duration::from_secs(10)))
-        .await
-        .unwrap_err();
+        let err = aws
+            .handle(&api, &continuation(1, 1), Duration::from_secs(10))
+            .await
+            .unwrap_err();
 
-    assert_eq!(FunctionError::from(err).error_type, "Retryable.Notify");
-    assert_eq!(aws.dynamodb[3].num_calls(), 0, "notified_at not set");
+        if silent {
+            assert!(err.to_string().ends_with("failed: TimeoutError"), "{err}");
+        }
+        assert_eq!(FunctionError::from(err).error_type, "Retryable.Notify");
+        assert_eq!(aws.dynamodb[3].num_calls(), 0, "notified_at not set");
+    }
 }

@@ -394,12 +394,14 @@ impl JobsTable {
         deadline: &Deadline,
     ) -> Result<Option<JobRecord>, TableError> {
         let output = retry_transient(&self.backoff, deadline, || {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .key(PARTITION_KEY, s(source_id))
-                .consistent_read(true)
-                .send()
+            deadline.bound(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key(PARTITION_KEY, s(source_id))
+                    .consistent_read(true)
+                    .send(),
+            )
         })
         .await
         .map_err(|e| TableError::Read {

@@ -82,10 +82,12 @@ impl SecretToken {
     async fn read(&self) -> Result<String, TokenError> {
         let deadline = Deadline::after(READ_BUDGET);
         let answer = retry_transient(&Backoff::default(), &deadline, || {
-            self.client
-                .get_secret_value()
-                .secret_id(&self.secret_id)
-                .send()
+            deadline.bound(
+                self.client
+                    .get_secret_value()
+                    .secret_id(&self.secret_id)
+                    .send(),
+            )
         })
         .await
         .map_err(
