@@ -155,6 +155,7 @@ deploy *args: build
         --query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output table
 
 # End-to-end tests (pytest tests/e2e) against LocalStack; starts it if needed and then stops it again
+[positional-arguments]
 e2e *args: build
     #!/usr/bin/env bash
     set -euo pipefail
@@ -164,11 +165,12 @@ e2e *args: build
         started=1
     fi
     trap '[ "$started" = 0 ] || bash infra/localstack/down.sh' EXIT
-    pytest tests/e2e -p no:cacheprovider -ra {{args}}
+    pytest tests/e2e -p no:cacheprovider -ra "$@"
 
 # Only the fault-injection tests (tests/e2e/test_faults_*.py), then their measured rows into docs/RELIABILITY.md
+[positional-arguments]
 reliability *args:
-    just e2e -k faults {{args}}
+    just e2e -k faults "$@"
     python tests/e2e/reliability_table.py
 
 # Run a function locally under the cargo-lambda emulator (rebuilds on change)

@@ -19,6 +19,11 @@ the proxy answers what AWS answers on a bad day:
   this probability inside a successful response. Failed entries are removed from the
   request before it is forwarded, so — as in AWS — a failed entry is not written.
 
+Randomness alone cannot promise that a rare fault happens in a short run, so a rule may also
+name ``first``: the outcomes forced, in order, on its first matching calls (``"pass"`` forces
+none; ``"partial"`` fails the first entry). A test that asserts "a response was lost" then holds
+on every run, whatever the seed and the number of calls.
+
 Every decision is counted in ``proxy.stats`` (``(service, operation, outcome) -> n``), so a
 test can show that faults really happened. Use::
 
@@ -69,6 +74,29 @@ _HOP_BY_HOP = {
     "content-length",
 }
 
+# The rates most fault tests use for a call they do not single out.
+BAD_DAY = {"throttle": 0.2, "error500": 0.05, "drop": 0.02, "latency": (0.0, 0.02)}
+
+
+def describe(rules: list[Rule]) -> str:
+    """The rules in words, for the reliability table."""
+    parts = []
+    for r in rules:
+        kinds = [
+            f"{k} {round(getattr(r, k) * 100)}%"
+            for k in ("throttle", "error500", "drop", "drop_response", "deny", "partial")
+            if getattr(r, k)
+        ]
+        if r.latency:
+            kinds.append(f"latency {int(r.latency[0] * 1000)}-{int(r.latency[1] * 1000)} ms")
+        if r.first:
+            kinds.append(f"first calls forced: {'/'.join(r.first)}")
+        parts.append(f"{r.service} {r.operation}{' (matching requests)' if r.when else ''}: {', '.join(kinds)}")
+    return "; ".join(parts)
+
+
+FORCEABLE = frozenset({"pass", "throttle", "error500", "drop", "drop_response", "deny", "partial"})
+
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 
 
@@ -87,6 +115,13 @@ class Rule:
     # Only requests for which ``when(method, path, body)`` is true (e.g. a marker in the body).
     when: Callable[[str, str, bytes], bool] | None = None
     deny: float = 0.0
+    # Outcomes forced on the rule's first matching calls, in order, before the dice take over.
+    first: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.first) - FORCEABLE
+        if unknown:
+            raise ValueError(f"unknown forced outcome(s) {sorted(unknown)}; known: {sorted(FORCEABLE)}")
 
     def matches(self, service: str, operation: str) -> bool:
         return self.service in ("*", service) and self.operation in ("*", operation)
@@ -163,6 +198,7 @@ class FaultProxy:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self.stats: Counter = Counter()
+        self._forced: dict[int, list[str]] = {}
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._server.fault_proxy = self
@@ -186,6 +222,7 @@ class FaultProxy:
         """Replaces the rules (first match wins) and resets the statistics."""
         with self._lock:
             self._rules = list(rules)
+            self._forced = {id(r): list(r.first) for r in self._rules}
             self.stats = Counter()
             if seed is not None:
                 self._random.seed(seed)
@@ -210,6 +247,12 @@ class FaultProxy:
         with self._lock:
             rules = list(self._rules)
         return next((r for r in rules if r.applies(service, operation, request)), None)
+
+    def _next_forced(self, rule: Rule) -> str | None:
+        """The outcome forced on this call of ``rule``, if any is left."""
+        with self._lock:
+            queue = self._forced.get(id(rule))
+            return queue.pop(0) if queue else None
 
     def _roll(self, probability: float) -> bool:
         if probability <= 0:
@@ -272,34 +315,40 @@ class FaultProxy:
                 service, operation = classify(self.command, self.path, self.headers, body)
                 rule = proxy._rule(service, operation, (self.command, self.path, body))
                 if rule is not None:
+                    forced = proxy._next_forced(rule)
+
+                    def fault(outcome: str, probability: float) -> bool:
+                        return forced == outcome if forced is not None else proxy._roll(probability)
+
                     if rule.latency:
                         time.sleep(proxy._uniform(*rule.latency))
-                    if proxy._roll(rule.drop):
+                    if fault("drop", rule.drop):
                         proxy._count(service, operation, "drop")
                         self._hang_up()
                         return
-                    if proxy._roll(rule.throttle):
+                    if fault("throttle", rule.throttle):
                         proxy._count(service, operation, "throttle")
                         status, code = _THROTTLE.get(service, (400, "ThrottlingException"))
                         self._send(*error_response(service, status, code, "Rate exceeded (injected)"))
                         return
-                    if proxy._roll(rule.error500):
+                    if fault("error500", rule.error500):
                         proxy._count(service, operation, "error500")
                         code = "InternalError" if service in ("s3", "sqs") else "InternalFailure"
                         self._send(*error_response(service, 500, code, "We encountered an internal error (injected)"))
                         return
-                    if proxy._roll(rule.deny):
+                    if fault("deny", rule.deny):
                         proxy._count(service, operation, "deny")
                         code = "AccessDenied" if service == "s3" else "AccessDeniedException"
                         self._send(*error_response(service, 403 if service == "s3" else 400, code, "Access Denied (injected)"))
                         return
-                    if proxy._roll(rule.drop_response):
+                    if fault("drop_response", rule.drop_response):
                         self._forward(body)
                         proxy._count(service, operation, "drop_response")
                         self._hang_up()
                         return
-                    if rule.partial > 0 and (service, operation) in _PARTIAL:
-                        self._send(*_PARTIAL[(service, operation)](self, body, rule, service, operation))
+                    if ((forced is None and rule.partial > 0) or forced == "partial") and (service, operation) in _PARTIAL:
+                        partial = _PARTIAL[(service, operation)]
+                        self._send(*partial(self, body, rule, service, operation, forced == "partial"))
                         return
                 proxy._count(service, operation, "pass")
                 self._send(*self._forward(body))
@@ -322,11 +371,11 @@ class FaultProxy:
         return Handler
 
 
-def _partial_put_records(handler, body: bytes, rule: Rule, service: str, operation: str):
+def _partial_put_records(handler, body: bytes, rule: Rule, service: str, operation: str, force: bool = False):
     proxy = _owner(handler)
     request = json.loads(body)
     records = request.get("Records", [])
-    failed = {i for i in range(len(records)) if proxy._roll(rule.partial)}
+    failed = {0} if force and records else {i for i in range(len(records)) if proxy._roll(rule.partial)}
     if failed:
         proxy._count(service, operation, "partial_entries", len(failed))
     kept = [r for i, r in enumerate(records) if i not in failed]
@@ -358,11 +407,11 @@ def _partial_put_records(handler, body: bytes, rule: Rule, service: str, operati
     return 200, headers, json.dumps(answer).encode()
 
 
-def _partial_send_message_batch(handler, body: bytes, rule: Rule, service: str, operation: str):
+def _partial_send_message_batch(handler, body: bytes, rule: Rule, service: str, operation: str, force: bool = False):
     proxy = _owner(handler)
     request = json.loads(body)
     entries = request.get("Entries", [])
-    failed = [e for e in entries if proxy._roll(rule.partial)]
+    failed = entries[:1] if force else [e for e in entries if proxy._roll(rule.partial)]
     if failed:
         proxy._count(service, operation, "partial_entries", len(failed))
     failed_ids = {e["Id"] for e in failed}

@@ -128,6 +128,44 @@ def test_partial_send_message_batch_fails_entries_that_are_then_not_sent(proxy, 
     aws("sqs").delete_queue(QueueUrl=queue)
 
 
+def test_first_forces_outcomes_in_order_then_the_dice_decide(proxy, aws):
+    queue = aws("sqs").create_queue(QueueName=f"proxy-{marker()}")["QueueUrl"]
+    first = ("throttle", "pass", "drop", "partial", "drop_response", "error500")
+    proxy.set_rules([Rule("sqs", "SendMessageBatch", first=first)])
+    sqs = via(proxy, "sqs")
+    entries = [{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)]
+
+    def send():
+        return sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+
+    assert error_code(send) == ("ThrottlingException", 400)
+    assert len(send()["Successful"]) == 3
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        send()
+    answer = send()
+    assert [e["Id"] for e in answer["Failed"]] == ["0"] and len(answer["Successful"]) == 2
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        send()
+    assert error_code(send) == ("InternalError", 500)
+    # The schedule is spent, and this rule has no probabilities: every later call passes.
+    for _ in range(5):
+        assert len(send()["Successful"]) == 3
+    assert proxy.summary() == {
+        "sqs.SendMessageBatch drop": 1,
+        "sqs.SendMessageBatch drop_response": 1,
+        "sqs.SendMessageBatch error500": 1,
+        "sqs.SendMessageBatch partial_entries": 1,
+        "sqs.SendMessageBatch pass": 7,
+        "sqs.SendMessageBatch throttle": 1,
+    }
+    aws("sqs").delete_queue(QueueUrl=queue)
+
+
+def test_first_names_only_known_outcomes():
+    with pytest.raises(ValueError, match="unknown forced outcome"):
+        Rule("sqs", first=("thottle",))
+
+
 @pytest.mark.timeout(300)
 def test_a_faulty_pipeline_sends_its_functions_calls_through_the_proxy(faulty_pipeline, fault_proxy, aws):
     """The plumbing every fault test relies on: with ``AwsEndpointUrl`` set, a function's
