@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -125,6 +125,63 @@ fn is_condition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>)
     err.code() == Some(CONDITIONAL_CHECK_FAILED)
 }
 
+/// What one conditional write is: how to send it, how its modeled "condition failed"
+/// error and its returned attributes look, and where it writes (for error messages).
+struct ConditionalWrite<S, C, A> {
+    operation: &'static str,
+    table: Option<String>,
+    key: String,
+    send: S,
+    is_condition_failure: C,
+    attributes: A,
+}
+
+impl<S, C, A> ConditionalWrite<S, C, A> {
+    /// Sends the write, retrying transient failures within `deadline`, each attempt cut
+    /// off at the deadline.
+    async fn run<T, E, Fut>(
+        self,
+        backoff: &Backoff,
+        deadline: &Deadline,
+    ) -> Result<UpdateOutcome, DynamoError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        S: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        C: Fn(&E) -> bool,
+        A: Fn(T) -> Option<HashMap<String, AttributeValue>>,
+    {
+        let sent = retry_transient(backoff, deadline, || {
+            let attempt = (self.send)();
+            async {
+                match deadline.bound(attempt).await {
+                    Ok(output) => Ok(UpdateOutcome::Applied {
+                        attributes: (self.attributes)(output),
+                    }),
+                    Err(err)
+                        if err
+                            .as_service_error()
+                            .is_some_and(&self.is_condition_failure)
+                            || is_condition_failed(&err) =>
+                    {
+                        Ok(UpdateOutcome::ConditionFailed)
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+        })
+        .await;
+        sent.map_err(|err| {
+            DynamoError::from_sdk(
+                self.operation,
+                self.table.unwrap_or_default(),
+                self.key,
+                &err,
+            )
+        })
+    }
+}
+
 /// Sends a conditional `UpdateItem` (the builder carries table, key, update and
 /// condition expressions), retrying transient failures within `deadline`.
 pub async fn update_conditional(
@@ -132,35 +189,22 @@ pub async fn update_conditional(
     backoff: &Backoff,
     deadline: &Deadline,
 ) -> Result<UpdateOutcome, DynamoError> {
-    let result = retry_transient(backoff, deadline, || {
-        let attempt = builder.clone();
-        async move {
-            match deadline.bound(attempt.send()).await {
-                Ok(output) => Ok(UpdateOutcome::Applied {
-                    attributes: output.attributes,
-                }),
-                Err(err)
-                    if matches!(
-                        err.as_service_error(),
-                        Some(UpdateItemError::ConditionalCheckFailedException(_))
-                    ) || is_condition_failed(&err) =>
-                {
-                    Ok(UpdateOutcome::ConditionFailed)
-                }
-                Err(err) => Err(err),
-            }
-        }
-    })
-    .await;
-    result.map_err(|err| {
-        let table = builder.get_table_name().clone().unwrap_or_default();
-        let key = builder
+    ConditionalWrite {
+        operation: "UpdateItem",
+        table: builder.get_table_name().clone(),
+        key: builder
             .get_key()
             .as_ref()
             .map(render_key)
-            .unwrap_or_default();
-        DynamoError::from_sdk("UpdateItem", table, key, &err)
-    })
+            .unwrap_or_default(),
+        send: || builder.clone().send(),
+        is_condition_failure: |e: &UpdateItemError| {
+            matches!(e, UpdateItemError::ConditionalCheckFailedException(_))
+        },
+        attributes: |output: UpdateItemOutput| output.attributes,
+    }
+    .run(backoff, deadline)
+    .await
 }
 
 /// Sends a conditional `PutItem`, retrying transient failures within `deadline`.
@@ -171,41 +215,25 @@ pub async fn put_conditional(
     backoff: &Backoff,
     deadline: &Deadline,
 ) -> Result<UpdateOutcome, DynamoError> {
-    let result = retry_transient(backoff, deadline, || {
-        let attempt = builder.clone();
-        async move {
-            match deadline.bound(attempt.send()).await {
-                Ok(output) => Ok(UpdateOutcome::Applied {
-                    attributes: output.attributes,
-                }),
-                Err(err)
-                    if matches!(
-                        err.as_service_error(),
-                        Some(PutItemError::ConditionalCheckFailedException(_))
-                    ) || is_condition_failed(&err) =>
-                {
-                    Ok(UpdateOutcome::ConditionFailed)
-                }
-                Err(err) => Err(err),
-            }
-        }
-    })
-    .await;
-    result.map_err(|err| {
-        let table = builder.get_table_name().clone().unwrap_or_default();
-        let key = builder
-            .get_item()
-            .as_ref()
-            .map(|item| {
-                let key: HashMap<String, AttributeValue> = key_attributes
-                    .iter()
-                    .filter_map(|name| item.get(*name).map(|v| ((*name).to_owned(), v.clone())))
-                    .collect();
-                render_key(&key)
-            })
-            .unwrap_or_default();
-        DynamoError::from_sdk("PutItem", table, key, &err)
-    })
+    let key = builder.get_item().as_ref().map(|item| {
+        let key: HashMap<String, AttributeValue> = key_attributes
+            .iter()
+            .filter_map(|name| item.get(*name).map(|v| ((*name).to_owned(), v.clone())))
+            .collect();
+        render_key(&key)
+    });
+    ConditionalWrite {
+        operation: "PutItem",
+        table: builder.get_table_name().clone(),
+        key: key.unwrap_or_default(),
+        send: || builder.clone().send(),
+        is_condition_failure: |e: &PutItemError| {
+            matches!(e, PutItemError::ConditionalCheckFailedException(_))
+        },
+        attributes: |output: PutItemOutput| output.attributes,
+    }
+    .run(backoff, deadline)
+    .await
 }
 
 /// Writes `item` only if no item with its primary key exists yet
