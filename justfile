@@ -38,6 +38,7 @@ lint:
     @[ -x "{{checkov}}" ] || { echo "lint: {{checkov}} missing; run 'just setup'" >&2; exit 1; }
     BC_SKIP_MAPPING=TRUE "{{checkov}}" -f infra/pipeline.yaml --framework cloudformation --quiet --compact --skip-download
     python infra/check_security.py --self-test
+    ruff check --select F --no-cache --quiet tests infra bench
 
 # Unit tests (no network)
 unit:

@@ -112,6 +112,25 @@ def invoke(function_name: str, payload, endpoint: str = ENDPOINT, **kwargs) -> t
     return response, json.loads(body) if body else None
 
 
+def drain_queue(queue_url: str, wait_seconds: int = 0) -> list[str]:
+    """The bodies of every message on a queue, each deleted once read."""
+    sqs = client("sqs")
+    bodies = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds)
+        messages = got.get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def failure_records(queue_url: str) -> list[dict]:
+    """Every record on a Lambda on-failure queue, each deleted once read."""
+    return [json.loads(body) for body in drain_queue(queue_url)]
+
+
 def marker() -> str:
     """A string unique to one test run, to find its own log lines and messages."""
     return f"m{uuid.uuid4().hex[:12]}"
@@ -197,6 +216,25 @@ def fault_proxy(localstack):
     proxy = FaultProxy(localstack, seed=FAULT_SEED).start()
     yield proxy
     proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_api():
+    """The fake external job API job-poller's stacks point ``JobApiBaseUrl`` at."""
+    from fakejobapi import FakeJobApi
+
+    api = FakeJobApi()
+    api.thread.start()
+    yield api
+    api.server.shutdown()
+    api.server.server_close()
+
+
+@pytest.fixture
+def faults(fault_proxy):
+    """``fault_proxy``, its rules cleared when the test ends (pass or fail)."""
+    yield fault_proxy
+    fault_proxy.clear()
 
 
 @pytest.fixture(scope="session")

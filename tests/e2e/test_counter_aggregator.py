@@ -6,7 +6,7 @@ in test_counter_mapper.py.)"""
 import json
 
 import pytest
-from conftest import client, invoke, wait_until
+from conftest import drain_queue, invoke, wait_until
 from test_counter_mapper import aggregates, unique_date, upload, wait_total
 
 I64_MAX = 2**63 - 1
@@ -78,23 +78,10 @@ def test_a_record_without_a_new_image_is_reported_as_the_checkpoint(pipeline):
     assert set(aggregates(pipeline, date)) == {"FINE"}
 
 
-def drain(queue_url):
-    sqs = client("sqs")
-    bodies = []
-    while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        messages = got.get("Messages", [])
-        if not messages:
-            return bodies
-        for m in messages:
-            bodies.append(m["Body"])
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-
-
 @pytest.mark.timeout(900)
 def test_an_overflowing_total_is_never_written_and_ends_in_the_failure_queue(pipeline):
     queue = pipeline["CounterAggregatorFailureQueueUrl"]
-    drain(queue)
+    drain_queue(queue, wait_seconds=1)
     date = unique_date()
     upload(pipeline, date, "i-big", f"BIG {I64_MAX}\n")
     wait_total(pipeline, date, "BIG", I64_MAX)
@@ -104,7 +91,7 @@ def test_an_overflowing_total_is_never_written_and_ends_in_the_failure_queue(pip
     wait_total(pipeline, date, "SMALL", 7, timeout=300)
 
     def failure_reported():
-        return [b for b in drain(queue) if "DDBStreamBatchInfo" in b or "dynamodb" in b.lower()]
+        return [b for b in drain_queue(queue, wait_seconds=1) if "DDBStreamBatchInfo" in b or "dynamodb" in b.lower()]
 
     reports = wait_until(failure_reported, timeout=420, interval=3, message="on-failure destination message")
     info = json.loads(reports[0])

@@ -92,9 +92,10 @@ def wait_entry(outputs, counter, date, instance, value, timeout=60):
     )
 
 
-def sns_event(outputs, date, instance, version_id, sequencer):
-    """What SNS delivers for an S3 ObjectCreated:Put of that object version."""
-    s3_event = {
+def counter_s3_event(outputs, date, instance, version_id, sequencer, bucket=None) -> dict:
+    """S3's notification of an ObjectCreated:Put of that counter file version (into the
+    stack's counters bucket unless ``bucket`` is given)."""
+    return {
         "Records": [
             {
                 "eventVersion": "2.1",
@@ -104,7 +105,7 @@ def sns_event(outputs, date, instance, version_id, sequencer):
                 "eventName": "ObjectCreated:Put",
                 "s3": {
                     "s3SchemaVersion": "1.0",
-                    "bucket": {"name": outputs["CountersBucketName"]},
+                    "bucket": {"name": bucket or outputs["CountersBucketName"]},
                     "object": {
                         "key": counter_key(outputs, date, instance),
                         "size": 20,
@@ -115,6 +116,11 @@ def sns_event(outputs, date, instance, version_id, sequencer):
             }
         ]
     }
+
+
+def sns_event(outputs, date, instance, version_id, sequencer):
+    """What SNS delivers for an S3 ObjectCreated:Put of that object version."""
+    s3_event = counter_s3_event(outputs, date, instance, version_id, sequencer)
     return {
         "Records": [
             {

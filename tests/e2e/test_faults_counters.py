@@ -38,9 +38,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import client, log_lines, record_reliability, wait_until
-from faultproxy import Rule
+from conftest import client, failure_records, log_lines, record_reliability, wait_until
+from faultproxy import BAD_DAY, Rule, describe
 from test_counter_mapper import aggregates as aggregate_items
+from test_counter_mapper import counter_s3_event
 
 FULL = os.environ.get("SLUICE_FAULT_SCALE") == "full"
 INSTANCES, COUNTERS = (100, 100) if FULL else (20, 20)
@@ -52,30 +53,14 @@ COMMAND = "SLUICE_KEEP_LOCALSTACK=1 python -m pytest tests/e2e/test_faults_count
 
 
 def fault_rules() -> list[Rule]:
-    common = {"throttle": 0.2, "error500": 0.05, "drop": 0.02, "latency": (0.0, 0.02)}
+    common = BAD_DAY
     return [
-        Rule("dynamodb", "UpdateItem", **common, drop_response=0.02),
+        # Forced early, so that every run shows the faults the test counts.
+        Rule("dynamodb", "UpdateItem", **common, drop_response=0.02, first=("throttle", "pass", "error500", "pass", "drop_response")),
         Rule("dynamodb", "PutItem", **common, drop_response=0.02),
         Rule("dynamodb", "GetItem", **common),
-        Rule("s3", "GetObject", **common),
+        Rule("s3", "GetObject", **common, first=("throttle",)),
     ]
-
-
-def describe(rules: list[Rule]) -> str:
-    parts = []
-    for r in rules:
-        kinds = [f"{k} {int(getattr(r, k) * 100)}%" for k in ("throttle", "error500", "drop", "drop_response")
-                 if getattr(r, k, 0)]
-        if r.latency:
-            kinds.append(f"latency {int(r.latency[0] * 1000)}-{int(r.latency[1] * 1000)} ms")
-        parts.append(f"{r.service} {r.operation}: {', '.join(kinds)}")
-    return "; ".join(parts)
-
-
-@pytest.fixture
-def faults(fault_proxy):
-    yield fault_proxy
-    fault_proxy.clear()
 
 
 def unique_date() -> str:
@@ -113,19 +98,6 @@ def instance_entries(outputs, date, counters) -> dict[str, dict[str, tuple[int, 
 
     with ThreadPoolExecutor(8) as pool:
         return dict(pool.map(one, counters))
-
-
-def drain_failures(queue_url: str) -> list[dict]:
-    """Every message in an on-failure queue (deleted as read: the stack is this run's own)."""
-    sqs = client("sqs")
-    out = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not batch:
-            return out
-        for message in batch:
-            out.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def failure_reason(record: dict) -> str:
@@ -241,8 +213,8 @@ def test_aggregates_equal_the_true_sums_under_faults(faulty_pipeline, faults):
     counters = [f"C{c:03}" for c in range(COUNTERS)]
     values = {i: {c: random.randrange(-1000, 1_000_000) for c in counters} for i in instances}
     expected = {c: sum(values[i][c] for i in instances) for c in counters}
-    drain_failures(outputs["CounterMapperFailureQueueUrl"])
-    drain_failures(outputs["CounterAggregatorFailureQueueUrl"])
+    failure_records(outputs["CounterMapperFailureQueueUrl"])
+    failure_records(outputs["CounterAggregatorFailureQueueUrl"])
 
     rules = fault_rules()
     faults.set_rules(rules)
@@ -262,8 +234,8 @@ def test_aggregates_equal_the_true_sums_under_faults(faulty_pipeline, faults):
     last_change = {"at": time.monotonic(), "seen": None}
 
     def settled():
-        mapper_failures.extend(drain_failures(outputs["CounterMapperFailureQueueUrl"]))
-        aggregator_failures.extend(drain_failures(outputs["CounterAggregatorFailureQueueUrl"]))
+        mapper_failures.extend(failure_records(outputs["CounterMapperFailureQueueUrl"]))
+        aggregator_failures.extend(failure_records(outputs["CounterAggregatorFailureQueueUrl"]))
         got = aggregates(outputs, date)
         if got == expected:
             return True
@@ -281,8 +253,8 @@ def test_aggregates_equal_the_true_sums_under_faults(faulty_pipeline, faults):
     wait_until(settled, timeout=WAIT, interval=2, message=f"{COUNTERS} aggregates equal the true sums")
     elapsed = time.monotonic() - started
     injected = faults.summary()
-    mapper_failures.extend(drain_failures(outputs["CounterMapperFailureQueueUrl"]))
-    aggregator_failures.extend(drain_failures(outputs["CounterAggregatorFailureQueueUrl"]))
+    mapper_failures.extend(failure_records(outputs["CounterMapperFailureQueueUrl"]))
+    aggregator_failures.extend(failure_records(outputs["CounterAggregatorFailureQueueUrl"]))
 
     entries = instance_entries(outputs, date, counters)
     got = aggregates(outputs, date)
@@ -343,30 +315,6 @@ def stamp_of(version: int) -> str:
     return f"0055AED6DCD90281{0xE5 + version:02X}"
 
 
-def s3_notification(bucket, outputs, date, instance, version_id, sequencer) -> dict:
-    return {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
-                "eventTime": "2026-01-01T00:00:00.000Z",
-                "eventName": "ObjectCreated:Put",
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "bucket": {"name": bucket},
-                    "object": {
-                        "key": counter_key(outputs, date, instance),
-                        "size": 100,
-                        "versionId": version_id,
-                        "sequencer": sequencer,
-                    },
-                },
-            }
-        ]
-    }
-
-
 @pytest.fixture(scope="module")
 def quiet_bucket():
     """A versioned bucket without notifications: its uploads reach the mapper only through
@@ -407,7 +355,9 @@ def test_newest_first_and_duplicated_deliveries_leave_the_clean_state(faulty_pip
     final_entries = {c: {i: (newest[i][c], stamp_of(VERSIONS) + "0" * 14) for i in instances} for c in counters}
 
     def publish(date, instance, version_ids, version):
-        event = s3_notification(quiet_bucket, outputs, date, instance, version_ids[instance][version - 1], stamp_of(version))
+        event = counter_s3_event(
+            outputs, date, instance, version_ids[instance][version - 1], stamp_of(version), bucket=quiet_bucket
+        )
         sns.publish(TopicArn=outputs["CounterUploadsTopicArn"], Message=json.dumps(event),
                     Subject="Amazon S3 Notification")
 
@@ -447,7 +397,7 @@ def test_newest_first_and_duplicated_deliveries_leave_the_clean_state(faulty_pip
 
     clean_state = (instance_entries(outputs, clean, counters), aggregates(outputs, clean))
     shuffled_state = (instance_entries(outputs, shuffled, counters), aggregates(outputs, shuffled))
-    failures = drain_failures(outputs["CounterMapperFailureQueueUrl"])
+    failures = failure_records(outputs["CounterMapperFailureQueueUrl"])
     mine = [k for k in mapper_failed_keys(failures) if shuffled in k or clean in k]
     same = clean_state[0] == shuffled_state[0]
     same_totals = clean_state[1] == shuffled_state[1] == expected

@@ -85,7 +85,10 @@ HOT_SHARD_AT_REQUEST = 4
 def faults_on(hot_shard: Window) -> list[Rule]:
     return [
         Rule("kinesis", "PutRecords", throttle=1.0, when=hot_shard),
-        Rule("kinesis", "PutRecords", throttle=0.2, error500=0.05, drop=0.02, partial=0.02, latency=(0.0, 0.05)),
+        Rule(
+            "kinesis", "PutRecords", throttle=0.2, error500=0.05, drop=0.02, partial=0.02, latency=(0.0, 0.05),
+            first=("pass", "throttle", "pass", "partial"),  # forced, so that every run shows both
+        ),
         Rule("s3", "PutObject", throttle=1.0, when=first_put_of_each_key()),
         Rule("s3", "PutObject", throttle=0.2, error500=0.05, drop=0.02, latency=(0.0, 0.1)),
     ]
@@ -93,7 +96,7 @@ def faults_on(hot_shard: Window) -> list[Rule]:
 
 FAULTS_TEXT = (
     f"Kinesis PutRecords: all throttled for {HOT_SHARD_SECONDS} s once, else 20% throttled, 5% HTTP 500, 2% connection dropped, 2% of entries failed "
-    "(ProvisionedThroughputExceeded), 0-50 ms latency; S3 PutObject: each object's first put SlowDown 503, "
+    "(ProvisionedThroughputExceeded), 0-50 ms latency (a throttle and a failed entry forced in the first 4 calls); S3 PutObject: each object's first put SlowDown 503, "
     "then 20% SlowDown, 5% HTTP 500, 2% connection dropped, 0-100 ms latency"
 )
 
@@ -103,12 +106,6 @@ def api(faulty_pipeline, aws):
     key = aws("apigateway").get_api_key(apiKey=faulty_pipeline["IngestApiKeyId"], includeValue=True)["value"]
     url = f"{ENDPOINT}/_aws/execute-api/{faulty_pipeline['IngestApiId']}/{faulty_pipeline['IngestApiStageName']}/events"
     return {"url": url, "key": key}
-
-
-@pytest.fixture
-def faults(fault_proxy):
-    yield fault_proxy
-    fault_proxy.clear()
 
 
 # --- the client ---

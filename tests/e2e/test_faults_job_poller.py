@@ -22,14 +22,13 @@ import os
 import time
 
 import pytest
-from conftest import log_lines, marker, record_reliability, wait_until
-from faultproxy import Rule
-from test_job_poller import Outcomes, chain_generations, fake_api, job_items, s3_event_for  # noqa: F401 (fake_api: fixture)
+from conftest import failure_records, log_lines, marker, record_reliability, wait_until
+from faultproxy import BAD_DAY, Rule, describe
+from test_job_poller import PREFIX, Outcomes, chain_generations, deploy_job_stack, job_items, s3_event_for
 
 TIMEOUT_SECONDS = 6
 SAFETY_MARGIN_MS = 2000
 MAX_GENERATIONS = 10
-PREFIX = "reports/"
 # word in the object key -> (seconds the fake job runs, outcome it ends in)
 JOBS = {
     "quick": (1.5, "SUCCEEDED"),
@@ -42,67 +41,30 @@ COMMAND = "SLUICE_KEEP_LOCALSTACK=1 python -m pytest tests/e2e/test_faults_job_p
 
 
 def fault_rules() -> list[Rule]:
-    common = {"throttle": 0.2, "error500": 0.05, "drop": 0.02, "latency": (0.0, 0.02)}
+    common = BAD_DAY
+    # A few faults forced early on the calls the test counts, so that every run meets some.
+    forced = ("throttle", "pass", "error500")
     return [
         # A lost Invoke answer makes the SDK invoke again: a duplicated generation.
-        Rule("lambda", "Invoke", **common, drop_response=0.02),
+        Rule("lambda", "Invoke", **common, drop_response=0.02, first=("throttle",)),
         Rule("dynamodb", "PutItem", **common, drop_response=0.02),
-        Rule("dynamodb", "UpdateItem", **common, drop_response=0.02),
+        Rule("dynamodb", "UpdateItem", **common, drop_response=0.02, first=forced),
         Rule("dynamodb", "GetItem", **common),
         # No lost answers on Publish: SNS has no de-duplication for a standard topic, so a
-        # repeated Publish is a second notification (see docs/reliability-job-poller.md).
+        # repeated Publish is a second notification (see "job-poller" under "Per path" in docs/RELIABILITY.md).
         # Only one Publish per job: a higher rate, so that five jobs surely meet some.
-        Rule("sns", "Publish", throttle=0.4, error500=0.1, drop=0.02, latency=(0.0, 0.02)),
+        Rule("sns", "Publish", throttle=0.4, error500=0.1, drop=0.02, latency=(0.0, 0.02), first=forced),
         Rule("secretsmanager", "GetSecretValue", throttle=0.2, error500=0.05),
     ]
-
-
-def describe(rules: list[Rule]) -> str:
-    parts = []
-    for r in rules:
-        kinds = [f"{k} {int(getattr(r, k) * 100)}%" for k in ("throttle", "error500", "drop", "drop_response")
-                 if getattr(r, k, 0)]
-        if r.latency:
-            kinds.append(f"latency {int(r.latency[0] * 1000)}-{int(r.latency[1] * 1000)} ms")
-        parts.append(f"{r.service} {r.operation}: {', '.join(kinds)}")
-    return "; ".join(parts)
 
 
 @pytest.fixture(scope="module")
 def stack(deploy, fake_api, fault_proxy, aws):
     name = f"{os.environ.get('SLUICE_FAULT_STACK') or 'sluice-faults'}-jobs"
-    outputs = deploy(
-        "infra/pipeline.yaml",
-        stack=name,
-        AwsEndpointUrl=fault_proxy.url,
-        JobApiBaseUrl=fake_api.base_url,
-        JobReportPrefix=PREFIX,
-        JobPollerTimeoutSeconds=str(TIMEOUT_SECONDS),
-        JobPollerSafetyMarginMs=str(SAFETY_MARGIN_MS),
-        JobPollInitialMs="300",
-        JobPollMaxMs="600",
-        JobPollerMaxGenerations=str(MAX_GENERATIONS),
+    return deploy_job_stack(
+        deploy, fake_api, aws, TIMEOUT_SECONDS, SAFETY_MARGIN_MS, MAX_GENERATIONS,
+        stack=name, AwsEndpointUrl=fault_proxy.url,
     )
-    secret = aws("secretsmanager").get_secret_value(SecretId=outputs["JobApiTokenSecretArn"])
-    fake_api.token = secret["SecretString"]
-    return outputs
-
-
-@pytest.fixture
-def faults(fault_proxy):
-    yield fault_proxy
-    fault_proxy.clear()
-
-
-def drain(sqs, queue_url) -> list[dict]:
-    out = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not batch:
-            return out
-        for message in batch:
-            out.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def failed_key(record: dict, key_of_source: dict[str, str]) -> str | None:
@@ -121,7 +83,7 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
     sqs = aws("sqs")
     outcomes = Outcomes(sqs, stack["JobOutcomeQueueUrl"])
     outcomes.drain()
-    drain(sqs, stack["JobPollerFailureQueueUrl"])
+    failure_records(stack["JobPollerFailureQueueUrl"])
     function = stack["JobPollerFunctionName"]
     failed_before = len(log_lines(function, contains="invocation failed"))
     refused_before = len(log_lines(function, contains="turn already taken"))
@@ -155,7 +117,7 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
     key_of_source = {item["source_id"]: item["object_key"] for item in redelivered.values()}
 
     def settled():
-        failures.extend(drain(sqs, stack["JobPollerFailureQueueUrl"]))
+        failures.extend(failure_records(stack["JobPollerFailureQueueUrl"]))
         failed = {failed_key(r, key_of_source) for r in failures}
         return all(outcomes.for_key(key) or key in failed for key in keys.values())
 
@@ -166,7 +128,7 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
     while time.monotonic() < end:
         outcomes.drain()
         time.sleep(1)
-    failures.extend(drain(sqs, stack["JobPollerFailureQueueUrl"]))
+    failures.extend(failure_records(stack["JobPollerFailureQueueUrl"]))
     injected = faults.summary()
     faults.clear()
 
@@ -202,8 +164,8 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
         command=f"{COMMAND} -k {selector}",
     )
 
-    # Faults really happened on the targeted calls (taken together: a run has only a few
-    # Invoke and Publish calls, so any one of them alone may by chance see none).
+    # Faults really happened on the targeted calls (each rule forces a few early on; taken
+    # together, since a run has only a few Invoke and Publish calls).
     assert sum(n for (s, o, out), n in faults_stats(injected) if (s, o) in targets and out != "pass") >= 5, injected
     assert any(out != "pass" for (s, o, out), _ in faults_stats(injected) if (s, o) == targets[0]), injected
     assert lost == [], {w: rows[w] for w in lost}
@@ -236,13 +198,12 @@ def test_lost_answers_neither_lose_nor_repeat_a_job(stack, aws, fake_api, faults
     find its own earlier effect (the claim, the start, the turn, the outcome, the
     notification claim) and carry on; a repeated invoke is a duplicated generation that
     must lose its claim."""
+    lost = ("drop_response", "pass", "drop_response", "pass", "drop_response")
     rules = [
         Rule("dynamodb", "PutItem", drop_response=0.3),
-        Rule("dynamodb", "UpdateItem", drop_response=0.3),
-        Rule("lambda", "Invoke", drop_response=0.3),
+        Rule("dynamodb", "UpdateItem", drop_response=0.3, first=lost),
+        Rule("lambda", "Invoke", drop_response=0.3, first=("drop_response",)),
     ]
-    if "drop_response" not in Rule.__dataclass_fields__:
-        pytest.skip("this fault proxy cannot lose answers (no drop_response)")
     run_jobs(stack, aws, fake_api, faults, rules, "job-poller-lost-answers", "lost_answers",
              targets=[("dynamodb", "UpdateItem"), ("lambda", "Invoke")])
 
