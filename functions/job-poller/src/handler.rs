@@ -38,6 +38,10 @@ const RESPONSE_RESERVE: Duration = Duration::from_millis(300);
 const API_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), 2.0);
 /// Retries of SNS publish and Lambda invoke beyond the SDK's own.
 const AWS_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 2.0);
+/// No `Publish` attempt starts with less than this left before the work deadline. A
+/// publish cut off at the deadline has an unknown outcome, and the retry it causes may
+/// notify twice: starting only with time to spare keeps that to a call slower than this.
+const PUBLISH_RESERVE: Duration = Duration::from_secs(1);
 
 /// What one invocation is: who it is (request id, for turn ownership), how to invoke
 /// itself again, and when it must be done.
@@ -60,6 +64,9 @@ pub enum Action {
     HandedOff,
     /// The outcome was recorded and notified.
     Finished,
+    /// The outcome was notified, but `notified_at` could not be recorded (logged as an
+    /// error). Not retried: a retry would notify twice.
+    NotifiedUnrecorded,
     /// The outcome had been notified before (by this job's chain).
     AlreadyNotified,
     /// The turn moved on while this invocation worked; it recorded nothing.
@@ -148,6 +155,14 @@ pub enum PollerError {
         code: String,
         transient: bool,
     },
+    #[error(
+        "the outcome of {source_id} was not published: {left_ms} ms left, a publish needs {needed_ms} ms"
+    )]
+    PublishDeferred {
+        source_id: String,
+        left_ms: u128,
+        needed_ms: u128,
+    },
 }
 
 impl PollerError {
@@ -164,6 +179,7 @@ impl PollerError {
             PollerError::HandOff { transient, .. } | PollerError::Publish { transient, .. } => {
                 *transient
             }
+            PollerError::PublishDeferred { .. } => true,
         }
     }
 
@@ -175,7 +191,7 @@ impl PollerError {
             PollerError::UnknownSource(_) => "UnknownSource",
             PollerError::Start { .. } => "JobStart",
             PollerError::HandOff { .. } => "HandOff",
-            PollerError::Publish { .. } => "Notify",
+            PollerError::Publish { .. } | PollerError::PublishDeferred { .. } => "Notify",
         }
     }
 }
@@ -781,7 +797,16 @@ impl<A: JobApi> Poller<A> {
             .string_value(&notification.outcome)
             .build()
             .map_err(|e| InvalidEvent(format!("notification attribute: {e}")))?;
-        let published = retry_transient(&AWS_RETRY, &work, || {
+        // Nothing was published yet: a retry with a fresh deadline is safe.
+        let attempts = work.with_margin(PUBLISH_RESERVE);
+        if attempts.is_past() {
+            return Err(PollerError::PublishDeferred {
+                source_id: source_id.clone(),
+                left_ms: work.remaining().as_millis(),
+                needed_ms: PUBLISH_RESERVE.as_millis(),
+            });
+        }
+        let published = retry_transient(&AWS_RETRY, &attempts, || {
             work.bound(
                 self.sns
                     .publish()
@@ -799,9 +824,18 @@ impl<A: JobApi> Poller<A> {
             transient: is_transient(&e),
         })?;
         let message_id = published.message_id.unwrap_or_default();
-        self.table
+        // The notification is out. Failing now would make Lambda retry this invocation,
+        // and the retry (holding the same claim) would publish a second time; so a
+        // failure to record it is logged, not returned. Nothing else can publish: the
+        // claim is this request id's.
+        if let Err(err) = self
+            .table
             .mark_notified(source_id, &message_id, (self.now_ms)(), &work)
-            .await?;
+            .await
+        {
+            tracing::error!(%source_id, %message_id, error = %err, "outcome notified, but notified_at not recorded; the claim (notify_owner) keeps others from publishing");
+            return Ok(done(Action::NotifiedUnrecorded));
+        }
         tracing::info!(%source_id, %message_id, outcome = %notification.outcome, generations = notification.generations, "outcome notified");
         Ok(done(Action::Finished))
     }

@@ -1035,3 +1035,57 @@ async fn failed_or_unanswered_publish_is_retryable_and_leaves_the_notification_u
         assert_eq!(aws.dynamodb[3].num_calls(), 0, "notified_at not set");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn published_but_unrecorded_notification_is_not_retried() {
+    // Publishing worked; recording notified_at keeps failing. An error would make Lambda
+    // retry, and the retry (same claim) would publish again: the invocation ends well.
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [succeeded()]);
+    let aws = Aws::with(vec![
+        turn_claimed(1),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        mock!(aws_sdk_dynamodb::Client::update_item)
+            .match_requests(|r| is_update(r, NOTIFIED))
+            .sequence()
+            .http_status(500, None)
+            .repeatedly()
+            .build(),
+    ]);
+
+    let job = only(
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::NotifiedUnrecorded);
+    assert_eq!(job.detail.as_deref(), Some("SUCCEEDED"));
+    assert_eq!(aws.published().len(), 1);
+    assert!(aws.dynamodb[3].num_calls() > 1, "recording was retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_little_time_left_to_publish_defers_the_notification_unpublished() {
+    // The retry of a final step finds its outcome recorded, but only 0.9 s of work time
+    // is left: less than a publish may need, so it publishes nothing and asks for a retry.
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![
+        update_fails(TURN),
+        stored_turn(JobState::Succeeded, 1, ME),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let err = aws
+        .handle(&api, &continuation(1, 1), Duration::from_millis(1200))
+        .await
+        .unwrap_err();
+
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("was not published"), "{err}");
+    assert_eq!(FunctionError::from(err).error_type, "Retryable.Notify");
+    assert!(aws.published().is_empty());
+    assert_eq!(aws.dynamodb[3].num_calls(), 0, "notified_at not set");
+}

@@ -58,11 +58,12 @@ fn emit_metrics(summary: &Summary) {
             Action::Duplicate => "Duplicates",
             Action::HandedOff => "HandOffs",
             Action::Finished => "JobsFinished",
+            Action::NotifiedUnrecorded => "NotifiedUnrecorded",
             Action::AlreadyNotified => "AlreadyNotified",
             Action::Superseded => "Superseded",
         };
         metrics.count(name, 1);
-        if job.action == Action::Finished
+        if matches!(job.action, Action::Finished | Action::NotifiedUnrecorded)
             && let Some(outcome) = &job.detail
         {
             metrics.count(&format!("Outcome.{outcome}"), 1);
