@@ -166,7 +166,7 @@ e2e *args: build
         started=1
     fi
     trap '[ "$started" = 0 ] || bash infra/localstack/down.sh' EXIT
-    pytest tests/e2e -p no:cacheprovider -ra "$@"
+    pytest tests/e2e -p no:cacheprovider -ra --durations=15 "$@"
 
 # Only the fault-injection tests (tests/e2e/test_faults_*.py), then their measured rows into docs/RELIABILITY.md
 [positional-arguments]
