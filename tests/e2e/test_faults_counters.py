@@ -41,7 +41,8 @@ import pytest
 from conftest import client, failure_records, log_lines, record_reliability, wait_until
 from faultproxy import BAD_DAY, Rule, describe
 from test_counter_mapper import aggregates as aggregate_items
-from test_counter_mapper import counter_s3_event
+from test_counter_mapper import counter_s3_event, stale_stream_images
+from test_counter_mapper import entries_by_counter as instance_entries
 
 FULL = os.environ.get("SLUICE_FAULT_SCALE") == "full"
 INSTANCES, COUNTERS = (100, 100) if FULL else (20, 20)
@@ -81,25 +82,6 @@ def aggregates(outputs, date) -> dict[str, int]:
     return {counter: item["Value"] for counter, item in aggregate_items(outputs, date).items()}
 
 
-def instance_entries(outputs, date, counters) -> dict[str, dict[str, tuple[int, str]]]:
-    """counter -> instance -> (Value, Seq), read consistently from the instance table."""
-    ddb = client("dynamodb")
-
-    def one(counter):
-        item = ddb.get_item(
-            TableName=outputs["InstanceTableName"],
-            Key={"Counter": {"S": counter}, "Date": {"S": date}},
-            ConsistentRead=True,
-        ).get("Item", {})
-        return counter, {
-            instance: (int(entry["M"]["Value"]["N"]), entry["M"]["Seq"]["S"])
-            for instance, entry in item.get("Instances", {}).get("M", {}).items()
-        }
-
-    with ThreadPoolExecutor(8) as pool:
-        return dict(pool.map(one, counters))
-
-
 def failure_reason(record: dict) -> str:
     """The reason a Lambda on-failure record carries (function error, or the mapping's condition)."""
     response = record.get("responsePayload") or {}
@@ -116,51 +98,6 @@ def mapper_failed_keys(records: list[dict]) -> set[str]:
             inner = json.loads(message)["Records"] if message else [outer]
             keys.update(r["s3"]["object"]["key"] for r in inner if "s3" in r)
     return keys
-
-
-def newest_stream_images(outputs, date) -> dict[str, dict[str, int]]:
-    """counter -> {instance: Value} of the highest-sequence stream record of each of
-    `date`'s instance items, read from the instance table's stream (every shard)."""
-    table = client("dynamodb").describe_table(TableName=outputs["InstanceTableName"])["Table"]
-    streams = client("dynamodbstreams")
-    arn = table["LatestStreamArn"]
-    newest: dict[str, tuple[int, dict[str, int]]] = {}
-    shards, kwargs = [], {}
-    while True:
-        description = streams.describe_stream(StreamArn=arn, **kwargs)["StreamDescription"]
-        shards += description["Shards"]
-        if not description.get("LastEvaluatedShardId"):
-            break
-        kwargs = {"ExclusiveStartShardId": description["LastEvaluatedShardId"]}
-    for shard in shards:
-        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while iterator:
-            page = streams.get_records(ShardIterator=iterator, Limit=1000)
-            for record in page["Records"]:
-                image = record["dynamodb"].get("NewImage")
-                if not image or image["Date"]["S"] != date:
-                    continue
-                sequence = int(record["dynamodb"]["SequenceNumber"])
-                counter = image["Counter"]["S"]
-                if counter not in newest or sequence > newest[counter][0]:
-                    values = {i: int(e["M"]["Value"]["N"]) for i, e in image.get("Instances", {}).get("M", {}).items()}
-                    newest[counter] = (sequence, values)
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return {counter: values for counter, (_, values) in newest.items()}
-
-
-def stale_stream_images(outputs, date, wrong_totals, got, entries) -> dict[str, dict[str, int]]:
-    """Of the wrong totals, those equal to the sum of their item's newest stream image
-    while that image differs from the item: counter -> the image's values."""
-    if not wrong_totals:
-        return {}
-    images = newest_stream_images(outputs, date)
-    return {c: images[c] for c in wrong_totals
-            if c in images and sum(images[c].values()) == got.get(c)
-            and images[c] != {i: v for i, (v, _) in entries[c].items()}}
 
 
 def wait_totals(outputs, date, counters, expected, final_entries, timeout) -> dict[str, int]:
