@@ -38,9 +38,10 @@ const RESPONSE_RESERVE: Duration = Duration::from_millis(300);
 const API_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), 2.0);
 /// Retries of SNS publish and Lambda invoke beyond the SDK's own.
 const AWS_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 2.0);
-/// No `Publish` attempt starts with less than this left before the work deadline. A
-/// publish cut off at the deadline has an unknown outcome, and the retry it causes may
-/// notify twice: starting only with time to spare keeps that to a call slower than this.
+/// No `Publish` attempt starts with less than this (at most half the safety margin)
+/// left before the work deadline. A publish cut off at the deadline has an unknown
+/// outcome, and the retry it causes may notify twice: starting only with time to spare
+/// keeps that to a call slower than this.
 const PUBLISH_RESERVE: Duration = Duration::from_secs(1);
 
 /// What one invocation is: who it is (request id, for turn ownership), how to invoke
@@ -798,12 +799,13 @@ impl<A: JobApi> Poller<A> {
             .build()
             .map_err(|e| InvalidEvent(format!("notification attribute: {e}")))?;
         // Nothing was published yet: a retry with a fresh deadline is safe.
-        let attempts = work.with_margin(PUBLISH_RESERVE);
+        let reserve = PUBLISH_RESERVE.min(self.config.safety_margin / 2);
+        let attempts = work.with_margin(reserve);
         if attempts.is_past() {
             return Err(PollerError::PublishDeferred {
                 source_id: source_id.clone(),
                 left_ms: work.remaining().as_millis(),
-                needed_ms: PUBLISH_RESERVE.as_millis(),
+                needed_ms: reserve.as_millis(),
             });
         }
         let published = retry_transient(&AWS_RETRY, &attempts, || {
