@@ -7,9 +7,18 @@
 //! The one thing it does not do is switch S3 to path-style addressing, which an
 //! endpoint such as LocalStack on `localhost:4566` needs: [`s3`] does that.
 //!
+//! It also shortens the SDK's own retry pauses ([`SDK_INITIAL_BACKOFF`],
+//! [`SDK_MAX_BACKOFF`]): every call here already runs inside a deadline-aware retry
+//! loop ([`crate::retry`]), and the SDK's defaults (a first pause of up to 1 s,
+//! growing to 20 s) would spend an invocation's last seconds asleep instead of
+//! trying again.
+//!
 //! Build one config and the clients once, at cold start, and reuse them.
 
+use std::time::Duration;
+
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_types::retry::RetryConfig;
 
 /// Set to a non-empty value, overrides every service's endpoint.
 pub const ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
@@ -19,8 +28,28 @@ pub const ENDPOINT_URL_S3: &str = "AWS_ENDPOINT_URL_S3";
 pub const IGNORE_CONFIGURED_ENDPOINT_URLS: &str = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS";
 
 /// The SDK configuration from the environment (and profile files, if any).
+/// Retry mode and attempts (`AWS_RETRY_MODE`, `AWS_MAX_ATTEMPTS`) are the
+/// environment's; the pauses between the SDK's attempts are [`with_short_backoff`]'s.
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    with_short_backoff(&aws_config::defaults(BehaviorVersion::latest()).load().await)
+}
+
+/// The SDK's first retry pause is drawn from `[0, SDK_INITIAL_BACKOFF)` (SDK default: 1 s).
+pub const SDK_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// The SDK's longest retry pause (SDK default: 20 s).
+pub const SDK_MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// `config` with the SDK's retry pauses shortened to [`SDK_INITIAL_BACKOFF`] and
+/// [`SDK_MAX_BACKOFF`]; the retry mode and the number of attempts are kept (standard
+/// mode, 3 attempts, when `config` names none).
+pub fn with_short_backoff(config: &SdkConfig) -> SdkConfig {
+    let retry = config
+        .retry_config()
+        .cloned()
+        .unwrap_or_else(RetryConfig::standard)
+        .with_initial_backoff(SDK_INITIAL_BACKOFF)
+        .with_max_backoff(SDK_MAX_BACKOFF);
+    config.to_builder().retry_config(retry).build()
 }
 
 /// Whether S3 must use path-style addressing, given a way to read environment
@@ -234,6 +263,14 @@ mod tests {
             );
             let _ = sqs.list_queues().send().await;
             println!("PROBE sqs {}", recorder.0.lock().unwrap().pop().unwrap());
+            let retry = config.retry_config().expect("a retry config");
+            println!(
+                "PROBE retry {:?} {} {:?} {:?}",
+                retry.mode(),
+                retry.max_attempts(),
+                retry.initial_backoff(),
+                retry.max_backoff()
+            );
             return;
         }
 
@@ -257,6 +294,8 @@ mod tests {
                 "/nonexistent/sluice-aws-credentials",
             )
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_RETRY_MODE", "adaptive")
+            .env("AWS_MAX_ATTEMPTS", "5")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -275,5 +314,31 @@ mod tests {
             stdout.contains("PROBE sqs http://127.0.0.1:4566"),
             "{stdout}"
         );
+        // Retry mode and attempts come from the environment; the pauses are shortened.
+        assert!(
+            stdout.contains("PROBE retry Adaptive 5 100ms 1s"),
+            "{stdout}"
+        );
+    }
+
+    #[test]
+    fn short_backoff_keeps_mode_and_attempts_and_defaults_to_standard() {
+        let adaptive = SdkConfig::builder()
+            .retry_config(RetryConfig::adaptive().with_max_attempts(7))
+            .build();
+        let retry = with_short_backoff(&adaptive)
+            .retry_config()
+            .cloned()
+            .unwrap();
+        assert_eq!(retry.mode(), aws_smithy_types::retry::RetryMode::Adaptive);
+        assert_eq!(retry.max_attempts(), 7);
+        assert_eq!(retry.initial_backoff(), SDK_INITIAL_BACKOFF);
+        assert_eq!(retry.max_backoff(), SDK_MAX_BACKOFF);
+
+        let none = with_short_backoff(&SdkConfig::builder().build());
+        let retry = none.retry_config().cloned().unwrap();
+        assert_eq!(retry.mode(), aws_smithy_types::retry::RetryMode::Standard);
+        assert_eq!(retry.max_attempts(), 3);
+        assert_eq!(retry.initial_backoff(), SDK_INITIAL_BACKOFF);
     }
 }
