@@ -19,6 +19,7 @@ so that a 15 s job needs several generations.
 
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -87,6 +88,7 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
     function = stack["JobPollerFunctionName"]
     failed_before = len(log_lines(function, contains="invocation failed"))
     refused_before = len(log_lines(function, contains="turn already taken"))
+    handed_before = len(log_lines(function, contains="handed to a record-notification invocation"))
     faults.set_rules(rules)
     started = time.monotonic()
 
@@ -145,6 +147,7 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
     duplicated = sum(max(0, len(r["notes"]) - 1) for r in rows.values())
     retried = len(log_lines(function, contains="invocation failed")) - failed_before
     duplicate_turns = len(log_lines(function, contains="turn already taken")) - refused_before
+    records_handed_off = len(log_lines(function, contains="handed to a record-notification invocation")) - handed_before
     record_reliability(
         path,
         workload=f"{len(JOBS)} jobs ({', '.join(f'{s:g} s' for s, _ in JOBS.values())}; one ends FAILED), "
@@ -158,6 +161,7 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
         generations={w: r["notes"][0]["generations"] for w, r in rows.items() if r["notes"]},
         failed_invocations_retried=retried,
         duplicate_generations_refused=duplicate_turns,
+        notification_records_handed_off=records_handed_off,
         dlq_reasons=sorted({(r.get("responsePayload") or {}).get("errorType", "") for r in failures}),
         seconds=round(elapsed, 1),
         injected=injected,
@@ -176,7 +180,8 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
         if row["notes"]:
             note, item = row["notes"][0], row["items"][0]
             assert note["outcome"] == JOBS[word][1], (word, note)
-            assert item["job_state"] == JOBS[word][1] and "notified_at" in item, (word, item)
+            assert item["job_state"] == JOBS[word][1] and "notified_at" in item, (
+                word, item, log_lines(function, contains=item["source_id"])[-30:])
             generations = chain_generations(item)
             assert generations == list(range(len(generations))), f"{word}: one turn per generation: {item['chain']}"
             assert note["generations"] == len(generations), (word, note, item["chain"])
@@ -206,6 +211,56 @@ def test_lost_answers_neither_lose_nor_repeat_a_job(stack, aws, fake_api, faults
     ]
     run_jobs(stack, aws, fake_api, faults, rules, "job-poller-lost-answers", "lost_answers",
              targets=[("dynamodb", "UpdateItem"), ("lambda", "Invoke")])
+
+
+@pytest.mark.timeout(180)
+def test_a_notification_its_publisher_cannot_record_is_recorded_by_a_handed_over_invocation(
+        stack, aws, fake_api, faults):
+    """Every write of `notified_at` fails (500) until the publisher hands the record over
+    (its Lambda Invoke carries a ``job-poller/record-notification`` event); from then on
+    writes pass. The job is notified once, the publisher's invocation does not fail (a
+    retry would publish again), and the handed-over invocation records the notification."""
+    handed_over = threading.Event()
+
+    def sees_handover(method: str, path: str, body: bytes) -> bool:
+        if b"job-poller/record-notification" in body:
+            handed_over.set()
+        return False  # the Invoke itself passes
+
+    def records_before_handover(method: str, path: str, body: bytes) -> bool:
+        return b"notification_id" in body and not handed_over.is_set()
+
+    function = stack["JobPollerFunctionName"]
+    outcomes = Outcomes(aws("sqs"), stack["JobOutcomeQueueUrl"])
+    outcomes.drain()
+    failure_records(stack["JobPollerFailureQueueUrl"])
+    failed_before = len(log_lines(function, contains="invocation failed"))
+    faults.set_rules([
+        Rule("lambda", "Invoke", when=sees_handover),
+        Rule("dynamodb", "UpdateItem", error500=1.0, when=records_before_handover),
+    ])
+    key = f"{PREFIX}job-poller-record/recorded/{marker()}.csv"
+    fake_api.durations.append(("/recorded/", 1))
+    aws("s3").put_object(Bucket=stack["JobReportsBucketName"], Key=key, Body=b"region,amount\nEU,42\n")
+
+    item = wait_until(lambda: (found := job_items(aws, stack, key)) and "notified_at" in found[0] and found[0],
+                      timeout=90, interval=1, message="notified_at recorded")
+    # Two more generations' time: nothing else may arrive.
+    time.sleep(2 * TIMEOUT_SECONDS)
+    notes = outcomes.for_key(key)
+    injected = faults.summary()
+    faults.clear()
+    lines = log_lines(function, contains=item["source_id"])
+
+    assert handed_over.is_set(), lines
+    assert injected.get("dynamodb.UpdateItem error500", 0) >= 1, injected
+    assert len(notes) == 1, notes
+    assert notes[0]["outcome"] == "SUCCEEDED" and item["job_state"] == "SUCCEEDED", (notes, item)
+    assert item["notification_id"], item
+    assert any("handed to a record-notification invocation" in line for line in lines), lines
+    assert any("recorded by a record-notification invocation" in line for line in lines), lines
+    assert len(log_lines(function, contains="invocation failed")) == failed_before, "no invocation failed"
+    assert failure_records(stack["JobPollerFailureQueueUrl"]) == []
 
 
 def faults_stats(summary: dict[str, int]):

@@ -11,6 +11,47 @@ use crate::job_api::JobSource;
 /// `kind` of a continuation event.
 pub const CONTINUE_KIND: &str = "job-poller/continue";
 
+/// `kind` of a notification-record event.
+pub const RECORD_KIND: &str = "job-poller/record-notification";
+
+/// What an invocation that published a job's notification but could not record it
+/// (`notified_at`) hands to a fresh invocation: the facts only it knows, so that the
+/// record is made later instead of lost (and never by publishing again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// Always [`RECORD_KIND`].
+    pub kind: String,
+    /// The jobs table item.
+    pub source_id: String,
+    /// The request id that claimed the notification (`notify_owner`) and published it.
+    pub notify_owner: String,
+    /// SNS's message id of the published notification.
+    pub message_id: String,
+    /// When it was published (ms since the Unix epoch).
+    pub notified_at_ms: u64,
+    /// The outcome notified (for logs and metrics).
+    pub outcome: String,
+}
+
+impl NotificationRecord {
+    pub fn new(
+        source_id: &str,
+        notify_owner: &str,
+        message_id: &str,
+        notified_at_ms: u64,
+        outcome: &str,
+    ) -> Self {
+        NotificationRecord {
+            kind: RECORD_KIND.to_owned(),
+            source_id: source_id.to_owned(),
+            notify_owner: notify_owner.to_owned(),
+            message_id: message_id.to_owned(),
+            notified_at_ms,
+            outcome: outcome.to_owned(),
+        }
+    }
+}
+
 /// The event one generation sends the next (`InvocationType=Event`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Continuation {
@@ -50,6 +91,7 @@ impl Continuation {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PollerEvent {
     Continue(Continuation),
+    Record(NotificationRecord),
     Objects(Vec<S3Notice>),
 }
 
@@ -69,6 +111,11 @@ impl PollerEvent {
                 ));
             }
             return Ok(PollerEvent::Continue(next));
+        }
+        if event.get("kind").and_then(Value::as_str) == Some(RECORD_KIND) {
+            return serde_json::from_value(event.clone())
+                .map(PollerEvent::Record)
+                .map_err(|e| InvalidEvent(format!("notification-record event: {e}")));
         }
         s3_notices_from_value(event)
             .map(PollerEvent::Objects)
@@ -168,6 +215,10 @@ mod tests {
             PollerEvent::Continue(Continuation { generation: 3, .. })
         ));
         assert!(matches!(
+            parse(include_str!("../../../events/job-poller/record-notification.json")),
+            PollerEvent::Record(NotificationRecord { ref outcome, .. }) if outcome == "SUCCEEDED"
+        ));
+        assert!(matches!(
             parse(include_str!("../../../events/job-poller/s3-test-event.json")),
             PollerEvent::Objects(n) if matches!(n[..], [S3Notice::TestEvent { .. }])
         ));
@@ -186,6 +237,20 @@ mod tests {
             PollerEvent::parse(&value).unwrap(),
             PollerEvent::Continue(next)
         );
+    }
+
+    #[test]
+    fn notification_record_events_round_trip_and_name_a_missing_field() {
+        let record =
+            NotificationRecord::new("s3://b/k#1", "req-1", "msg-1", 1_700_000_000_000, "FAILED");
+        let value = serde_json::to_value(&record).unwrap();
+        assert_eq!(value["kind"], RECORD_KIND);
+        assert_eq!(
+            PollerEvent::parse(&value).unwrap(),
+            PollerEvent::Record(record)
+        );
+        let err = PollerEvent::parse(&json!({"kind": RECORD_KIND, "source_id": "s"})).unwrap_err();
+        assert!(err.to_string().contains("notify_owner"), "{err}");
     }
 
     #[test]

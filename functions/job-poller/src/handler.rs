@@ -28,7 +28,7 @@ use sluice_events::S3Notice;
 use sluice_lambda::FunctionError;
 
 use crate::config::Config;
-use crate::event::{Continuation, InvalidEvent, ObjectVersion, PollerEvent};
+use crate::event::{Continuation, InvalidEvent, NotificationRecord, ObjectVersion, PollerEvent};
 use crate::job_api::{ApiError, JobApi, JobSource, JobStatus, StartRequest};
 use crate::table::{JobRecord, JobState, JobsTable, Outcome, SourceClaim, TableError};
 
@@ -43,6 +43,9 @@ const AWS_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::fr
 /// outcome, and the retry it causes may notify twice: starting only with time to spare
 /// keeps that to a call slower than this.
 const PUBLISH_RESERVE: Duration = Duration::from_secs(1);
+/// After a publish, recording it stops this long (at most half the publish reserve)
+/// before the work deadline, kept for handing the record to a fresh invocation.
+const RECORD_HANDOVER_RESERVE: Duration = Duration::from_millis(500);
 
 /// What one invocation is: who it is (request id, for turn ownership), how to invoke
 /// itself again, and when it must be done.
@@ -65,8 +68,13 @@ pub enum Action {
     HandedOff,
     /// The outcome was recorded and notified.
     Finished,
-    /// The outcome was notified, but `notified_at` could not be recorded (logged as an
-    /// error). Not retried: a retry would notify twice.
+    /// The outcome was notified; `notified_at` could not be recorded here, so a
+    /// `record-notification` invocation was sent to record it.
+    RecordHandedOff,
+    /// A `record-notification` invocation recorded `notified_at`.
+    NotificationRecorded,
+    /// The outcome was notified, but `notified_at` could neither be recorded nor
+    /// handed over (logged as an error). Not retried: a retry would notify twice.
     NotifiedUnrecorded,
     /// The outcome had been notified before (by this job's chain).
     AlreadyNotified,
@@ -276,6 +284,9 @@ impl<A: JobApi> Poller<A> {
         match PollerEvent::parse(event)? {
             PollerEvent::Continue(next) => Ok(Summary {
                 jobs: vec![self.continue_job(&next, inv).await?],
+            }),
+            PollerEvent::Record(record) => Ok(Summary {
+                jobs: vec![self.record_notification(&record, inv).await?],
             }),
             PollerEvent::Objects(notices) => {
                 // S3 sends one record per event; several are followed side by side.
@@ -670,23 +681,8 @@ impl<A: JobApi> Poller<A> {
         );
         let payload = serde_json::to_vec(&next)
             .map_err(|e| InvalidEvent(format!("continuation could not be encoded: {e}")))?;
-        let work = self.work_deadline(inv);
-        retry_transient(&AWS_RETRY, &work, || {
-            work.bound(
-                self.lambda
-                    .invoke()
-                    .function_name(&inv.function_arn)
-                    .invocation_type(InvocationType::Event)
-                    .payload(Blob::new(payload.clone()))
-                    .send(),
-            )
-        })
-        .await
-        .map_err(|e| PollerError::HandOff {
-            function: inv.function_arn.clone(),
-            code: error_code(&e),
-            transient: is_transient(&e),
-        })?;
+        self.invoke_self(payload, inv, &self.work_deadline(inv))
+            .await?;
         tracing::info!(
             source_id = %turn.source_id,
             job_id = %turn.job_id,
@@ -701,6 +697,61 @@ impl<A: JobApi> Poller<A> {
             Action::HandedOff,
             format!("generation {} invoked", next.generation),
         ))
+    }
+
+    /// Invokes this function again, asynchronously, with `payload`; transient failures
+    /// are retried until `deadline`.
+    async fn invoke_self(
+        &self,
+        payload: Vec<u8>,
+        inv: &Invocation,
+        deadline: &Deadline,
+    ) -> Result<(), PollerError> {
+        retry_transient(&AWS_RETRY, deadline, || {
+            deadline.bound(
+                self.lambda
+                    .invoke()
+                    .function_name(&inv.function_arn)
+                    .invocation_type(InvocationType::Event)
+                    .payload(Blob::new(payload.clone()))
+                    .send(),
+            )
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| PollerError::HandOff {
+            function: inv.function_arn.clone(),
+            code: error_code(&e),
+            transient: is_transient(&e),
+        })
+    }
+
+    /// Records a notification published by an earlier invocation that could not
+    /// record it itself. Failing is safe here (nothing is published), so table errors
+    /// are returned and Lambda retries the event.
+    async fn record_notification(
+        &self,
+        record: &NotificationRecord,
+        inv: &Invocation,
+    ) -> Result<JobReport, PollerError> {
+        let source_id = &record.source_id;
+        let recorded = self
+            .table
+            .mark_notified(
+                source_id,
+                &record.notify_owner,
+                &record.message_id,
+                record.notified_at_ms,
+                &self.work_deadline(inv),
+            )
+            .await?;
+        let done = |action| report(source_id, None, None, action, record.outcome.clone());
+        if !recorded {
+            tracing::warn!(%source_id, notify_owner = %record.notify_owner, message_id = %record.message_id, "notification not recorded: the item is gone or its notification claim is not this publisher's");
+            return Ok(done(Action::Superseded));
+        }
+        tracing::info!(%source_id, message_id = %record.message_id, outcome = %record.outcome, "outcome notified (recorded by a record-notification invocation)");
+        Ok(done(Action::NotificationRecorded))
     }
 
     /// Records the outcome while holding the turn, then notifies once.
@@ -828,18 +879,49 @@ impl<A: JobApi> Poller<A> {
         let message_id = published.message_id.unwrap_or_default();
         // The notification is out. Failing now would make Lambda retry this invocation,
         // and the retry (holding the same claim) would publish a second time; so a
-        // failure to record it is logged, not returned. Nothing else can publish: the
-        // claim is this request id's.
-        if let Err(err) = self
+        // failure to record it is handed to a fresh invocation, or logged: never
+        // returned. Nothing else can publish: the claim is this request id's.
+        let record = NotificationRecord::new(
+            source_id,
+            &inv.request_id,
+            &message_id,
+            (self.now_ms)(),
+            &notification.outcome,
+        );
+        let record_until = work.with_margin(RECORD_HANDOVER_RESERVE.min(reserve / 2));
+        let why = match self
             .table
-            .mark_notified(source_id, &message_id, (self.now_ms)(), &work)
+            .mark_notified(
+                source_id,
+                &record.notify_owner,
+                &message_id,
+                record.notified_at_ms,
+                &record_until,
+            )
             .await
         {
-            tracing::error!(%source_id, %message_id, error = %err, "outcome notified, but notified_at not recorded; the claim (notify_owner) keeps others from publishing");
-            return Ok(done(Action::NotifiedUnrecorded));
+            Ok(true) => {
+                tracing::info!(%source_id, %message_id, outcome = %notification.outcome, generations = notification.generations, "outcome notified");
+                return Ok(done(Action::Finished));
+            }
+            Ok(false) => {
+                tracing::error!(%source_id, %message_id, "outcome notified, but notified_at not recorded: the notification claim is no longer this invocation's");
+                return Ok(done(Action::NotifiedUnrecorded));
+            }
+            Err(err) => err,
+        };
+        let payload = serde_json::to_vec(&record)
+            .map_err(|e| InvalidEvent(format!("notification record could not be encoded: {e}")))?;
+        match self.invoke_self(payload, inv, &work).await {
+            Ok(()) => {
+                tracing::warn!(%source_id, %message_id, outcome = %notification.outcome, error = %why, "outcome notified; notified_at not recorded here, handed to a record-notification invocation");
+                Ok(done(Action::RecordHandedOff))
+            }
+            Err(err) => {
+                tracing::error!(%source_id, %message_id, error = %why, handover = %err, "outcome notified, but notified_at not recorded nor handed over; the claim (notify_owner) keeps others from publishing");
+                Ok(done(Action::NotifiedUnrecorded))
+            }
         }
-        tracing::info!(%source_id, %message_id, outcome = %notification.outcome, generations = notification.generations, "outcome notified");
-        Ok(done(Action::Finished))
     }
 }
 

@@ -1036,22 +1036,27 @@ async fn failed_or_unanswered_publish_is_retryable_and_leaves_the_notification_u
     }
 }
 
+fn notified_fails_repeatedly() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|r| is_update(r, NOTIFIED))
+        .sequence()
+        .http_status(500, None)
+        .repeatedly()
+        .build()
+}
+
 #[tokio::test(start_paused = true)]
-async fn published_but_unrecorded_notification_is_not_retried() {
+async fn published_but_unrecorded_notification_is_handed_to_a_record_invocation() {
     // Publishing worked; recording notified_at keeps failing. An error would make Lambda
-    // retry, and the retry (same claim) would publish again: the invocation ends well.
+    // retry, and the retry (same claim) would publish again: the invocation ends well,
+    // and hands what only it knows (who published, the message id) to a fresh one.
     let api = InMemoryJobApi::new();
     api.script("job-1", [succeeded()]);
     let aws = Aws::with(vec![
         turn_claimed(1),
         outcome_ok(JobState::Succeeded),
         update_ok(NOTIFY),
-        mock!(aws_sdk_dynamodb::Client::update_item)
-            .match_requests(|r| is_update(r, NOTIFIED))
-            .sequence()
-            .http_status(500, None)
-            .repeatedly()
-            .build(),
+        notified_fails_repeatedly(),
     ]);
 
     let job = only(
@@ -1060,10 +1065,114 @@ async fn published_but_unrecorded_notification_is_not_retried() {
             .unwrap(),
     );
 
-    assert_eq!(job.action, Action::NotifiedUnrecorded);
+    assert_eq!(job.action, Action::RecordHandedOff);
     assert_eq!(job.detail.as_deref(), Some("SUCCEEDED"));
     assert_eq!(aws.published().len(), 1);
     assert!(aws.dynamodb[3].num_calls() > 1, "recording was retried");
+    let invoked = aws.invoked();
+    assert_eq!(invoked.len(), 1, "{invoked:?}");
+    assert_eq!(
+        invoked[0],
+        json!({"kind": "job-poller/record-notification", "source_id": SOURCE_ID,
+               "notify_owner": ME, "message_id": "msg-1", "notified_at_ms": NOW,
+               "outcome": "SUCCEEDED"})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn published_notification_neither_recorded_nor_handed_over_is_not_retried() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [succeeded()]);
+    let mut aws = Aws::with(vec![
+        turn_claimed(1),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        notified_fails_repeatedly(),
+    ]);
+    aws.silent_lambda = true;
+
+    let job = only(
+        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::NotifiedUnrecorded);
+    assert_eq!(aws.published().len(), 1);
+}
+
+fn record_event() -> Value {
+    serde_json::to_value(NotificationRecord::new(
+        SOURCE_ID,
+        OTHER,
+        "msg-7",
+        1_700_000_000_000,
+        "FAILED",
+    ))
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn record_invocation_records_the_publishers_notification_without_publishing() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![
+        mock!(aws_sdk_dynamodb::Client::update_item)
+            .match_requests(|r| {
+                is_update(r, NOTIFIED)
+                    && value(r, ":me") == Some(OTHER)
+                    && value(r, ":message") == Some("msg-7")
+                    && r.expression_attribute_values()
+                        .and_then(|v| v.get(":now"))
+                        .and_then(|v| v.as_n().ok())
+                        .is_some_and(|n| n == "1700000000000")
+            })
+            .then_output(|| UpdateItemOutput::builder().build()),
+    ]);
+
+    let job = only(
+        aws.handle(&api, &record_event(), Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::NotificationRecorded);
+    assert_eq!(job.detail.as_deref(), Some("FAILED"));
+    assert_eq!(aws.dynamodb[0].num_calls(), 1);
+    assert!(aws.published().is_empty());
+    assert!(aws.invoked().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn record_invocation_for_a_claim_not_the_publishers_records_nothing() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![update_fails(NOTIFIED)]);
+
+    let job = only(
+        aws.handle(&api, &record_event(), Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(job.action, Action::Superseded);
+    assert!(aws.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn record_invocation_that_cannot_write_fails_retryably() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![notified_fails_repeatedly()]);
+
+    let err = aws
+        .handle(&api, &record_event(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+
+    assert_eq!(FunctionError::from(err).error_type, "Retryable.JobsTable");
+    assert!(
+        aws.dynamodb[0].num_calls() > 1,
+        "retried within the invocation"
+    );
+    assert!(aws.published().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

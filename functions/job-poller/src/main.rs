@@ -58,13 +58,17 @@ fn emit_metrics(summary: &Summary) {
             Action::Duplicate => "Duplicates",
             Action::HandedOff => "HandOffs",
             Action::Finished => "JobsFinished",
+            Action::RecordHandedOff => "NotificationRecordsHandedOff",
+            Action::NotificationRecorded => "NotificationsRecorded",
             Action::NotifiedUnrecorded => "NotifiedUnrecorded",
             Action::AlreadyNotified => "AlreadyNotified",
             Action::Superseded => "Superseded",
         };
         metrics.count(name, 1);
-        if matches!(job.action, Action::Finished | Action::NotifiedUnrecorded)
-            && let Some(outcome) = &job.detail
+        if matches!(
+            job.action,
+            Action::Finished | Action::RecordHandedOff | Action::NotifiedUnrecorded
+        ) && let Some(outcome) = &job.detail
         {
             metrics.count(&format!("Outcome.{outcome}"), 1);
         }

@@ -369,22 +369,30 @@ impl JobsTable {
         self.applied(builder, deadline).await
     }
 
-    /// Marks the outcome notification as published.
+    /// Marks the outcome notification as published, by the invocation `owner` that
+    /// claimed it (`notify_owner`). A repeat keeps the first `notified_at`. `false` if
+    /// the claim is not `owner`'s (or the item is gone).
     pub async fn mark_notified(
         &self,
         source_id: &str,
+        owner: &str,
         message_id: &str,
         now_ms: u64,
         deadline: &Deadline,
-    ) -> Result<(), TableError> {
+    ) -> Result<bool, TableError> {
         let builder = self
             .update(source_id)
-            .update_expression("SET #notified = :now, #message = :message")
+            .update_expression(
+                "SET #notified = if_not_exists(#notified, :now), #message = :message",
+            )
+            .condition_expression("#nowner = :me")
             .expression_attribute_names("#notified", "notified_at")
             .expression_attribute_names("#message", "notification_id")
+            .expression_attribute_names("#nowner", "notify_owner")
             .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":message", s(message_id));
-        self.applied(builder, deadline).await.map(|_| ())
+            .expression_attribute_values(":message", s(message_id))
+            .expression_attribute_values(":me", s(owner));
+        self.applied(builder, deadline).await
     }
 
     /// The item for `source_id` (strongly consistent), if any.
