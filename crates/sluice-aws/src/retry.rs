@@ -303,6 +303,23 @@ where
     retry_transient_if(backoff, deadline, E::is_transient, op).await
 }
 
+/// One SDK call, retried: [`retry_transient`] until `retry_until`, every attempt cut
+/// off at `cut_at` ([`Deadline::bound`]). The two differ where no attempt may start
+/// late (`retry_until` earlier) but one that started may finish (`cut_at`).
+pub async fn retry_sdk_call<T, E, F, Fut>(
+    backoff: &Backoff,
+    retry_until: &Deadline,
+    cut_at: &Deadline,
+    mut call: F,
+) -> Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+{
+    retry_transient(backoff, retry_until, || cut_at.bound(call())).await
+}
+
 /// As [`retry_transient`], with the classification given: `is_transient(&err)` decides
 /// whether `err` is worth another attempt.
 pub async fn retry_transient_if<T, E, F, Fut, C>(
@@ -504,6 +521,43 @@ mod tests {
         assert!(is_transient(&err));
         assert_eq!(error_code(&err), "TimeoutError");
         assert!(error_message(&err).contains("no answer before the invocation deadline"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sdk_call_retried_until_one_deadline_with_attempts_cut_at_the_other() {
+        // Two 500s, then an answer: three attempts, the answer kept.
+        let calls = std::cell::Cell::new(0u32);
+        let soon = Deadline::after(Duration::from_secs(5));
+        let answer = retry_sdk_call(&Backoff::none(), &soon, &soon, || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(service_error(500, None))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!((answer, calls.get()), (3, 3));
+
+        // A hung attempt started before `retry_until` (1 s) runs on to `cut_at` (2 s);
+        // no attempt starts after `retry_until`.
+        let calls = std::cell::Cell::new(0u32);
+        let retry_until = Deadline::after(Duration::from_secs(1));
+        let cut_at = Deadline::after(Duration::from_secs(2));
+        let started = Instant::now();
+        let err = retry_sdk_call(&Backoff::none(), &retry_until, &cut_at, || {
+            calls.set(calls.get() + 1);
+            std::future::pending::<Result<u32, KinesisSdkError>>()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(error_code(&err), "TimeoutError");
+        assert_eq!(calls.get(), 1);
+        assert_eq!(Instant::now() - started, Duration::from_secs(2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_aws::retry::Transient;
 use sluice_aws::retry::{
-    Backoff, Deadline, error_code, is_transient, retry_transient, retry_transient_if,
+    Backoff, Deadline, error_code, is_transient, retry_sdk_call, retry_transient_if,
 };
 use sluice_events::S3Notice;
 use sluice_lambda::FunctionError;
@@ -707,15 +707,13 @@ impl<A: JobApi> Poller<A> {
         inv: &Invocation,
         deadline: &Deadline,
     ) -> Result<(), PollerError> {
-        retry_transient(&AWS_RETRY, deadline, || {
-            deadline.bound(
-                self.lambda
-                    .invoke()
-                    .function_name(&inv.function_arn)
-                    .invocation_type(InvocationType::Event)
-                    .payload(Blob::new(payload.clone()))
-                    .send(),
-            )
+        retry_sdk_call(&AWS_RETRY, deadline, deadline, || {
+            self.lambda
+                .invoke()
+                .function_name(&inv.function_arn)
+                .invocation_type(InvocationType::Event)
+                .payload(Blob::new(payload.clone()))
+                .send()
         })
         .await
         .map(|_| ())
@@ -859,15 +857,13 @@ impl<A: JobApi> Poller<A> {
                 needed_ms: reserve.as_millis(),
             });
         }
-        let published = retry_transient(&AWS_RETRY, &attempts, || {
-            work.bound(
-                self.sns
-                    .publish()
-                    .topic_arn(&self.config.topic_arn)
-                    .message(&message)
-                    .message_attributes("outcome", outcome.clone())
-                    .send(),
-            )
+        let published = retry_sdk_call(&AWS_RETRY, &attempts, &work, || {
+            self.sns
+                .publish()
+                .topic_arn(&self.config.topic_arn)
+                .message(&message)
+                .message_attributes("outcome", outcome.clone())
+                .send()
         })
         .await
         .map_err(|e| PollerError::Publish {

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use sluice_aws::dynamodb::{DynamoError, UpdateOutcome, put_if_absent, update_conditional};
-use sluice_aws::retry::{Backoff, Deadline, error_code, is_transient, retry_transient};
+use sluice_aws::retry::{Backoff, Deadline, error_code, is_transient, retry_sdk_call};
 
 use crate::job_api::JobSource;
 
@@ -401,15 +401,13 @@ impl JobsTable {
         source_id: &str,
         deadline: &Deadline,
     ) -> Result<Option<JobRecord>, TableError> {
-        let output = retry_transient(&self.backoff, deadline, || {
-            deadline.bound(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key(PARTITION_KEY, s(source_id))
-                    .consistent_read(true)
-                    .send(),
-            )
+        let output = retry_sdk_call(&self.backoff, deadline, deadline, || {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key(PARTITION_KEY, s(source_id))
+                .consistent_read(true)
+                .send()
         })
         .await
         .map_err(|e| TableError::Read {

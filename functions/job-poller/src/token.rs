@@ -12,7 +12,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use sluice_aws::retry::{Backoff, Deadline, error_code, is_transient, retry_transient};
+use sluice_aws::retry::{Backoff, Deadline, error_code, is_transient, retry_sdk_call};
 use std::time::Duration;
 
 /// How long reading the secret may keep retrying transient failures.
@@ -81,13 +81,11 @@ impl SecretToken {
 
     async fn read(&self) -> Result<String, TokenError> {
         let deadline = Deadline::after(READ_BUDGET);
-        let answer = retry_transient(&Backoff::default(), &deadline, || {
-            deadline.bound(
-                self.client
-                    .get_secret_value()
-                    .secret_id(&self.secret_id)
-                    .send(),
-            )
+        let answer = retry_sdk_call(&Backoff::default(), &deadline, &deadline, || {
+            self.client
+                .get_secret_value()
+                .secret_id(&self.secret_id)
+                .send()
         })
         .await
         .map_err(
