@@ -92,6 +92,27 @@ def wait_entry(outputs, counter, date, instance, value, timeout=60):
     )
 
 
+def wait_totals(outputs, date, expected: dict[str, int], recorded, timeout: float, quiet: float = 45) -> dict[str, int]:
+    """Waits until the totals of `date` (counter -> Value) equal `expected`, or every
+    counter has one, `recorded()` is true (every value is in the instance table) and
+    the totals have not changed for `quiet` s: settled, possibly wrong by a stale
+    LocalStack stream image, which the caller checks (`stale_stream_images`). Returns
+    the totals."""
+    last = {"at": time.monotonic(), "got": None}
+
+    def settled():
+        got = {c: item["Value"] for c, item in aggregates(outputs, date).items()}
+        if got == expected:
+            return got
+        if got != last["got"]:
+            last.update(at=time.monotonic(), got=got)
+        if time.monotonic() - last["at"] < quiet or set(got) != set(expected):
+            return None
+        return got if recorded() else None
+
+    return wait_until(settled, timeout=timeout, interval=2, message=f"totals of {date}")
+
+
 def entries_by_counter(outputs, date, counters) -> dict[str, dict[str, tuple[int, str]]]:
     """counter -> instance -> (Value, Seq), read consistently from the instance table."""
     ddb = client("dynamodb")
@@ -319,21 +340,12 @@ def test_scale_100_instances_by_100_counters(pipeline):
 
     names = sorted(expected)
     want_entries = {c: {f"i-{i:08x}": values[i][int(c[1:])] for i in range(instances)} for c in names}
-    last = {"at": time.monotonic(), "got": None}
 
-    def settled():
-        got = {c: item["Value"] for c, item in aggregates(pipeline, date).items()}
-        if got == expected:
-            return got
-        if got != last["got"]:
-            last.update(at=time.monotonic(), got=got)
-        # Every value recorded and the totals still for 45 s: settled, possibly wrong.
-        if time.monotonic() - last["at"] < 45 or set(got) != set(expected):
-            return None
-        recorded = {c: {i: v for i, (v, _) in e.items()} for c, e in entries_by_counter(pipeline, date, names).items()}
-        return got if recorded == want_entries else None
+    def recorded():
+        entries = entries_by_counter(pipeline, date, names)
+        return {c: {i: v for i, (v, _) in e.items()} for c, e in entries.items()} == want_entries
 
-    got = wait_until(settled, timeout=840, interval=2, message="all 100 aggregates settled")
+    got = wait_totals(pipeline, date, expected, recorded, timeout=840)
     # LocalStack can give an item's newest stream record an older image (two concurrent
     # writes; see test_faults_counters.py). The aggregator rightly sums the newest record, so
     # a wrong total must be exactly that stale image's sum; anything else is the pipeline's.

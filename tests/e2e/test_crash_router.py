@@ -9,7 +9,7 @@ import secrets
 import time
 
 import pytest
-from conftest import client, log_lines, marker, wait_until
+from conftest import client, drain_queue, log_lines, marker, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,18 +51,11 @@ class Queue:
 
     def __init__(self, url: str):
         self.url = url
-        self.sqs = client("sqs")
         self.bodies: list[str] = []
 
     def drain(self) -> list[str]:
-        while True:
-            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            messages = got.get("Messages", [])
-            if not messages:
-                return self.bodies
-            for m in messages:
-                self.bodies.append(m["Body"])
-                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+        self.bodies.extend(drain_queue(self.url))
+        return self.bodies
 
     def count(self, body: str) -> int:
         return self.drain().count(body)

@@ -41,7 +41,7 @@ import pytest
 from conftest import client, failure_records, log_lines, record_reliability, wait_until
 from faultproxy import BAD_DAY, Rule, describe
 from test_counter_mapper import aggregates as aggregate_items
-from test_counter_mapper import counter_s3_event, stale_stream_images
+from test_counter_mapper import counter_s3_event, stale_stream_images, wait_totals
 from test_counter_mapper import entries_by_counter as instance_entries
 
 FULL = os.environ.get("SLUICE_FAULT_SCALE") == "full"
@@ -98,26 +98,6 @@ def mapper_failed_keys(records: list[dict]) -> set[str]:
             inner = json.loads(message)["Records"] if message else [outer]
             keys.update(r["s3"]["object"]["key"] for r in inner if "s3" in r)
     return keys
-
-
-def wait_totals(outputs, date, counters, expected, final_entries, timeout) -> dict[str, int]:
-    """Waits until the totals equal `expected`, or — every value being in the instance
-    table — they have not changed for 45 s (a stale LocalStack stream image, checked by
-    the caller). Returns the totals."""
-    seen = {"at": time.monotonic(), "got": None}
-
-    def settled():
-        got = aggregates(outputs, date)
-        if got == expected:
-            return got
-        if got != seen["got"]:
-            seen.update(at=time.monotonic(), got=got)
-        if (time.monotonic() - seen["at"] > 45 and set(got) == set(expected)
-                and instance_entries(outputs, date, counters) == final_entries):
-            return got
-        return None
-
-    return wait_until(settled, timeout=timeout, interval=2, message=f"totals of {date}")
 
 
 def stable(fn, quiet: float, timeout: float):
@@ -310,7 +290,8 @@ def test_newest_first_and_duplicated_deliveries_leave_the_clean_state(faulty_pip
                 for c in counters}
         wait_until(lambda: instance_entries(outputs, clean, counters) == want, timeout=120, interval=1,
                    message=f"clean run: version {version} recorded")
-    wait_totals(outputs, clean, counters, expected, final_entries, timeout=300)
+    wait_totals(outputs, clean, expected, lambda: instance_entries(outputs, clean, counters) == final_entries,
+                timeout=300)
 
     # Faulty run: newest first, every notification twice, the newest once more at the end.
     rules = fault_rules()
@@ -324,7 +305,8 @@ def test_newest_first_and_duplicated_deliveries_leave_the_clean_state(faulty_pip
             deliveries += 1
     wait_until(lambda: instance_entries(outputs, shuffled, counters) == final_entries, timeout=180, interval=1,
                message="newest-first run: newest values recorded")
-    wait_totals(outputs, shuffled, counters, expected, final_entries, timeout=300)
+    wait_totals(outputs, shuffled, expected, lambda: instance_entries(outputs, shuffled, counters) == final_entries,
+                timeout=300)
     # Let every delivery finish before comparing.
     wait_until(lambda: mapper_runs(outputs, shuffled) >= deliveries, timeout=180, interval=2,
                message="every delivery processed")
