@@ -184,6 +184,15 @@ impl Aws {
             .expect("still working at the invocation's deadline")
     }
 
+    /// The one job report of `event` handled by a 10 s invocation that succeeds.
+    async fn one(&self, api: &InMemoryJobApi, event: &Value) -> JobReport {
+        only(
+            self.handle(api, event, Duration::from_secs(10))
+                .await
+                .unwrap(),
+        )
+    }
+
     fn published(&self) -> Vec<Value> {
         self.published.lock().unwrap().clone()
     }
@@ -706,11 +715,7 @@ async fn next_generation_claims_its_turn_and_reports_generations_used() {
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(2, 0), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(2, 0)).await;
 
     assert_eq!(job.action, Action::Finished);
     assert_eq!(job.generation, Some(2));
@@ -730,11 +735,7 @@ async fn duplicate_invocation_of_a_generation_loses_the_claim_and_exits_quietly(
         stored_turn(JobState::Running, 1, OTHER),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::Duplicate);
     assert_eq!(api.status_calls(), 0);
@@ -797,11 +798,7 @@ async fn job_unknown_to_the_api_is_a_failure_outcome() {
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::Finished);
     let published = aws.published();
@@ -853,11 +850,7 @@ async fn transient_status_errors_are_retried_and_do_not_end_the_job() {
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::Finished);
     assert_eq!(api.status_calls(), 3);
@@ -876,11 +869,7 @@ async fn api_down_for_a_whole_generation_hands_over_instead_of_failing() {
     );
     let aws = Aws::with(vec![turn_claimed(1)]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::HandedOff);
     assert!(aws.published().is_empty());
@@ -946,11 +935,7 @@ async fn stale_generation_records_nothing_once_the_turn_moved_on() {
         stored_turn(JobState::Running, 2, OTHER),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::Superseded);
     assert!(aws.published().is_empty());
@@ -967,11 +952,7 @@ async fn retried_final_step_does_not_notify_twice() {
         update_fails(NOTIFY),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::AlreadyNotified);
     assert!(aws.published().is_empty());
@@ -988,11 +969,7 @@ async fn retried_final_step_publishes_if_the_first_attempt_did_not() {
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::Finished);
     let published = aws.published();
@@ -1059,11 +1036,7 @@ async fn published_but_unrecorded_notification_is_handed_to_a_record_invocation(
         notified_fails_repeatedly(),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::RecordHandedOff);
     assert_eq!(job.detail.as_deref(), Some("SUCCEEDED"));
@@ -1091,11 +1064,7 @@ async fn published_notification_neither_recorded_nor_handed_over_is_not_retried(
     ]);
     aws.silent_lambda = true;
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &continuation(1, 1)).await;
 
     assert_eq!(job.action, Action::NotifiedUnrecorded);
     assert_eq!(aws.published().len(), 1);
@@ -1129,11 +1098,7 @@ async fn record_invocation_records_the_publishers_notification_without_publishin
             .then_output(|| UpdateItemOutput::builder().build()),
     ]);
 
-    let job = only(
-        aws.handle(&api, &record_event(), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &record_event()).await;
 
     assert_eq!(job.action, Action::NotificationRecorded);
     assert_eq!(job.detail.as_deref(), Some("FAILED"));
@@ -1147,11 +1112,7 @@ async fn record_invocation_for_a_claim_not_the_publishers_records_nothing() {
     let api = InMemoryJobApi::new();
     let aws = Aws::with(vec![update_fails(NOTIFIED)]);
 
-    let job = only(
-        aws.handle(&api, &record_event(), Duration::from_secs(10))
-            .await
-            .unwrap(),
-    );
+    let job = aws.one(&api, &record_event()).await;
 
     assert_eq!(job.action, Action::Superseded);
     assert!(aws.published().is_empty());
