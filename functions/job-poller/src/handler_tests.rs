@@ -186,11 +186,17 @@ impl Aws {
 
     /// The one job report of `event` handled by a 10 s invocation that succeeds.
     async fn one(&self, api: &InMemoryJobApi, event: &Value) -> JobReport {
-        only(
-            self.handle(api, event, Duration::from_secs(10))
-                .await
-                .unwrap(),
-        )
+        self.one_within(api, event, Duration::from_secs(10)).await
+    }
+
+    /// The one job report of `event` handled by an invocation of `timeout` that succeeds.
+    async fn one_within(
+        &self,
+        api: &InMemoryJobApi,
+        event: &Value,
+        timeout: Duration,
+    ) -> JobReport {
+        only(self.handle(api, event, timeout).await.unwrap())
     }
 
     fn published(&self) -> Vec<Value> {
@@ -271,6 +277,17 @@ fn turn_claimed(generation: u32) -> Rule {
                 )))
                 .build()
         })
+}
+
+/// Generation 1's turn claimed, a `SUCCEEDED` outcome recorded, the notification
+/// claimed; `notified` answers the write of `notified_at`.
+fn finishing_turn(notified: Rule) -> Vec<Rule> {
+    vec![
+        turn_claimed(1),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        notified,
+    ]
 }
 
 fn claim_ok() -> Rule {
@@ -362,15 +379,13 @@ async fn new_report_starts_one_job_follows_it_and_notifies_success_once() {
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(
+    let job = aws
+        .one_within(
             &api,
             &s3_put("reports/2026/11/21/sales.csv"),
             Duration::from_secs(30),
         )
-        .await
-        .unwrap(),
-    );
+        .await;
 
     assert_eq!(job.action, Action::Finished);
     assert_eq!(job.job_id.as_deref(), Some("job-1"));
@@ -463,15 +478,13 @@ async fn redelivered_s3_event_starts_no_second_job() {
         stored_turn(JobState::Running, 2, OTHER),
     ]);
 
-    let job = only(
-        aws.handle(
+    let job = aws
+        .one_within(
             &api,
             &s3_put("reports/2026/11/21/sales.csv"),
             Duration::from_secs(30),
         )
-        .await
-        .unwrap(),
-    );
+        .await;
 
     assert_eq!(job.action, Action::Duplicate);
     assert_eq!(job.job_id.as_deref(), Some("job-1"));
@@ -487,15 +500,13 @@ async fn redelivery_after_a_finished_job_is_a_duplicate_too() {
         claim_exists(),
         stored_turn(JobState::Succeeded, 4, OTHER),
     ]);
-    let job = only(
-        aws.handle(
+    let job = aws
+        .one_within(
             &api,
             &s3_put("reports/2026/11/21/sales.csv"),
             Duration::from_secs(30),
         )
-        .await
-        .unwrap(),
-    );
+        .await;
     assert_eq!(job.action, Action::Duplicate);
     assert_eq!(job.detail.as_deref(), Some("already SUCCEEDED"));
     assert!(api.starts().is_empty());
@@ -514,15 +525,13 @@ async fn start_claimed_but_never_recorded_is_resumed_with_the_stored_idempotency
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(
+    let job = aws
+        .one_within(
             &api,
             &s3_put("reports/2026/11/21/sales.csv"),
             Duration::from_secs(30),
         )
-        .await
-        .unwrap(),
-    );
+        .await;
 
     assert_eq!(job.action, Action::Finished);
     assert_eq!(api.starts().len(), 1);
@@ -540,15 +549,13 @@ async fn concurrent_delivery_that_loses_generation_zero_does_not_poll() {
         stored_turn(JobState::Running, 0, OTHER),
     ]);
 
-    let job = only(
-        aws.handle(
+    let job = aws
+        .one_within(
             &api,
             &s3_put("reports/2026/11/21/sales.csv"),
             Duration::from_secs(30),
         )
-        .await
-        .unwrap(),
-    );
+        .await;
 
     assert_eq!(job.action, Action::Duplicate);
     assert_eq!(api.status_calls(), 0);
@@ -571,15 +578,13 @@ async fn start_recorded_but_its_answer_lost_is_still_followed_by_this_invocation
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(
+    let job = aws
+        .one_within(
             &api,
             &s3_put("reports/2026/11/21/sales.csv"),
             Duration::from_secs(30),
         )
-        .await
-        .unwrap(),
-    );
+        .await;
 
     assert_eq!(job.action, Action::Finished);
     assert_eq!(api.starts().len(), 1);
@@ -612,15 +617,13 @@ async fn rejected_start_is_recorded_as_failed_and_notified_without_a_job_id() {
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(
+    let job = aws
+        .one_within(
             &api,
             &s3_put("reports/2026/11/21/sales.csv"),
             Duration::from_secs(30),
         )
-        .await
-        .unwrap(),
-    );
+        .await;
 
     assert_eq!(job.action, Action::Finished);
     let published = aws.published();
@@ -675,11 +678,7 @@ async fn non_reports_are_skipped_without_touching_the_table() {
         (removed, "not an ObjectCreated event"),
         (test_event, "s3:TestEvent"),
     ] {
-        let job = only(
-            aws.handle(&api, &event, Duration::from_secs(30))
-                .await
-                .unwrap(),
-        );
+        let job = aws.one_within(&api, &event, Duration::from_secs(30)).await;
         assert_eq!(job.action, Action::Skipped);
         assert_eq!(job.detail.as_deref(), Some(why));
     }
@@ -751,11 +750,9 @@ async fn retry_of_the_same_invocation_resumes_its_own_turn() {
         stored_turn(JobState::Running, 1, ME),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(1, 1), Duration::from_secs(5))
-            .await
-            .unwrap(),
-    );
+    let job = aws
+        .one_within(&api, &continuation(1, 1), Duration::from_secs(5))
+        .await;
 
     assert_eq!(job.action, Action::HandedOff);
     assert!(api.status_calls() > 0);
@@ -774,11 +771,9 @@ async fn last_generation_still_running_ends_with_budget_exhausted_once() {
         update_ok(NOTIFIED),
     ]);
 
-    let job = only(
-        aws.handle(&api, &continuation(2, 0), Duration::from_secs(5))
-            .await
-            .unwrap(),
-    );
+    let job = aws
+        .one_within(&api, &continuation(2, 0), Duration::from_secs(5))
+        .await;
 
     assert_eq!(job.action, Action::Finished);
     assert!(aws.invoked().is_empty(), "no generation past the budget");
@@ -843,12 +838,7 @@ async fn transient_status_errors_are_retried_and_do_not_end_the_job() {
         })
     };
     api.script("job-1", [flaky(), flaky(), succeeded()]);
-    let aws = Aws::with(vec![
-        turn_claimed(1),
-        outcome_ok(JobState::Succeeded),
-        update_ok(NOTIFY),
-        update_ok(NOTIFIED),
-    ]);
+    let aws = Aws::with(finishing_turn(update_ok(NOTIFIED)));
 
     let job = aws.one(&api, &continuation(1, 1)).await;
 
@@ -1029,12 +1019,7 @@ async fn published_but_unrecorded_notification_is_handed_to_a_record_invocation(
     // and hands what only it knows (who published, the message id) to a fresh one.
     let api = InMemoryJobApi::new();
     api.script("job-1", [succeeded()]);
-    let aws = Aws::with(vec![
-        turn_claimed(1),
-        outcome_ok(JobState::Succeeded),
-        update_ok(NOTIFY),
-        notified_fails_repeatedly(),
-    ]);
+    let aws = Aws::with(finishing_turn(notified_fails_repeatedly()));
 
     let job = aws.one(&api, &continuation(1, 1)).await;
 
@@ -1056,12 +1041,7 @@ async fn published_but_unrecorded_notification_is_handed_to_a_record_invocation(
 async fn published_notification_neither_recorded_nor_handed_over_is_not_retried() {
     let api = InMemoryJobApi::new();
     api.script("job-1", [succeeded()]);
-    let mut aws = Aws::with(vec![
-        turn_claimed(1),
-        outcome_ok(JobState::Succeeded),
-        update_ok(NOTIFY),
-        notified_fails_repeatedly(),
-    ]);
+    let mut aws = Aws::with(finishing_turn(notified_fails_repeatedly()));
     aws.silent_lambda = true;
 
     let job = aws.one(&api, &continuation(1, 1)).await;
