@@ -58,7 +58,7 @@ class Queue(RoutedQueue):
     """Everything read from one queue during a test, received and deleted as it comes."""
 
     def in_flight(self) -> int:
-        attributes = self.sqs.get_queue_attributes(
+        attributes = client("sqs").get_queue_attributes(
             QueueUrl=self.url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
@@ -129,7 +129,7 @@ def test_every_accepted_crash_is_queued_or_in_the_dlq_under_sqs_faults(crash, fa
     try:
         # The poison goes first, so it is batched with the crashes that follow it.
         for body in poison:
-            crash["notifications"].sqs.send_message(QueueUrl=crash["notifications"].url, MessageBody=body)
+            client("sqs").send_message(QueueUrl=crash["notifications"].url, MessageBody=body)
         put_all(crash, keys)
 
         def routed():
