@@ -68,6 +68,17 @@ def stack(deploy, fake_api, fault_proxy, aws):
     )
 
 
+# Log phrases run_jobs counts: failed invocations (retried by Lambda), duplicate
+# generations refused, notification records handed to a fresh invocation.
+LOGGED = ("invocation failed", "turn already taken", "handed to a record-notification invocation")
+
+
+def logged(function: str) -> dict[str, int]:
+    """How many of the function's log lines contain each of LOGGED (one read of the log)."""
+    lines = log_lines(function)
+    return {phrase: sum(phrase in line for line in lines) for phrase in LOGGED}
+
+
 def failed_key(record: dict, key_of_source: dict[str, str]) -> str | None:
     """The report key an on-failure record belongs to (an S3 event or a continuation)."""
     payload = record.get("requestPayload") or {}
@@ -86,9 +97,7 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
     outcomes.drain()
     failure_records(stack["JobPollerFailureQueueUrl"])
     function = stack["JobPollerFunctionName"]
-    failed_before = len(log_lines(function, contains="invocation failed"))
-    refused_before = len(log_lines(function, contains="turn already taken"))
-    handed_before = len(log_lines(function, contains="handed to a record-notification invocation"))
+    logged_before = logged(function)
     faults.set_rules(rules)
     started = time.monotonic()
 
@@ -145,9 +154,8 @@ def run_jobs(stack, aws, fake_api, faults, rules: list[Rule], path: str, selecto
     in_dlq = [w for w, r in rows.items() if not r["notes"] and r["failed"]]
     lost = [w for w, r in rows.items() if not r["notes"] and not r["failed"]]
     duplicated = sum(max(0, len(r["notes"]) - 1) for r in rows.values())
-    retried = len(log_lines(function, contains="invocation failed")) - failed_before
-    duplicate_turns = len(log_lines(function, contains="turn already taken")) - refused_before
-    records_handed_off = len(log_lines(function, contains="handed to a record-notification invocation")) - handed_before
+    logged_after = logged(function)
+    retried, duplicate_turns, records_handed_off = (logged_after[p] - logged_before[p] for p in LOGGED)
     record_reliability(
         path,
         workload=f"{len(JOBS)} jobs ({', '.join(f'{s:g} s' for s, _ in JOBS.values())}; one ends FAILED), "

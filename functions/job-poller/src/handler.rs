@@ -43,9 +43,6 @@ const AWS_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::fr
 /// outcome, and the retry it causes may notify twice: starting only with time to spare
 /// keeps that to a call slower than this.
 const PUBLISH_RESERVE: Duration = Duration::from_secs(1);
-/// After a publish, recording it stops this long (at most half the publish reserve)
-/// before the work deadline, kept for handing the record to a fresh invocation.
-const RECORD_HANDOVER_RESERVE: Duration = Duration::from_millis(500);
 
 /// What one invocation is: who it is (request id, for turn ownership), how to invoke
 /// itself again, and when it must be done.
@@ -884,7 +881,9 @@ impl<A: JobApi> Poller<A> {
             (self.now_ms)(),
             &notification.outcome,
         );
-        let record_until = work.with_margin(RECORD_HANDOVER_RESERVE.min(reserve / 2));
+        // Recording stops half the publish reserve before the work deadline: the rest is
+        // kept for handing the record to a fresh invocation.
+        let record_until = work.with_margin(reserve / 2);
         let why = match self
             .table
             .mark_notified(

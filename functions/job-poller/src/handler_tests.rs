@@ -290,6 +290,15 @@ fn finishing_turn(notified: Rule) -> Vec<Rule> {
     ]
 }
 
+/// A retry of generation 1's final step (same request id): the turn claim fails, and
+/// the item shows the turn this invocation's, its `SUCCEEDED` outcome recorded; `rest`
+/// answers what follows.
+fn retried_final_step(rest: Vec<Rule>) -> Vec<Rule> {
+    let mut rules = vec![update_fails(TURN), stored_turn(JobState::Succeeded, 1, ME)];
+    rules.extend(rest);
+    rules
+}
+
 fn claim_ok() -> Rule {
     mock!(aws_sdk_dynamodb::Client::put_item)
         .match_requests(|r| r.condition_expression() == Some("attribute_not_exists(#pk)"))
@@ -936,11 +945,7 @@ async fn retried_final_step_does_not_notify_twice() {
     // The first attempt recorded SUCCEEDED and published; a retry (same request id)
     // finds its own recorded outcome and a notification already sent.
     let api = InMemoryJobApi::new();
-    let aws = Aws::with(vec![
-        update_fails(TURN),
-        stored_turn(JobState::Succeeded, 1, ME),
-        update_fails(NOTIFY),
-    ]);
+    let aws = Aws::with(retried_final_step(vec![update_fails(NOTIFY)]));
 
     let job = aws.one(&api, &continuation(1, 1)).await;
 
@@ -952,12 +957,10 @@ async fn retried_final_step_does_not_notify_twice() {
 #[tokio::test(start_paused = true)]
 async fn retried_final_step_publishes_if_the_first_attempt_did_not() {
     let api = InMemoryJobApi::new();
-    let aws = Aws::with(vec![
-        update_fails(TURN),
-        stored_turn(JobState::Succeeded, 1, ME),
+    let aws = Aws::with(retried_final_step(vec![
         update_ok(NOTIFY),
         update_ok(NOTIFIED),
-    ]);
+    ]));
 
     let job = aws.one(&api, &continuation(1, 1)).await;
 
@@ -1121,12 +1124,10 @@ async fn too_little_time_left_to_publish_defers_the_notification_unpublished() {
     // The retry of a final step finds its outcome recorded, but only 0.9 s of work time
     // is left: less than a publish may need, so it publishes nothing and asks for a retry.
     let api = InMemoryJobApi::new();
-    let aws = Aws::with(vec![
-        update_fails(TURN),
-        stored_turn(JobState::Succeeded, 1, ME),
+    let aws = Aws::with(retried_final_step(vec![
         update_ok(NOTIFY),
         update_ok(NOTIFIED),
-    ]);
+    ]));
 
     let err = aws
         .handle(&api, &continuation(1, 1), Duration::from_millis(1200))
