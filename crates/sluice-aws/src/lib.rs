@@ -13,7 +13,8 @@
 //!   to valid batch entry ids, only failed non-sender-fault entries resent.
 //! - [`dynamodb`]: conditional `UpdateItem` / `PutItem` whose failed condition is an
 //!   outcome ([`UpdateOutcome::ConditionFailed`]), not an error.
-//! - [`s3`]: whole-object get/put with `NotFound` / transient / permanent errors.
+//! - [`s3`]: whole-object get/put with `NotFound` / transient / permanent errors, and
+//!   conditional puts (`If-Match` / `If-None-Match`) for read-modify-write.
 //!
 //! What does not: event parsing (`sluice-events`), handler plumbing and configuration
 //! (`sluice-lambda`), and any decision about what a function does with a failure —
@@ -45,5 +46,8 @@ pub use kinesis::{
 pub use retry::{
     Backoff, Deadline, Transient, error_code, is_transient, retry_transient, retry_transient_if,
 };
-pub use s3::{S3Error, get_object_bytes, get_object_version_bytes, put_object_bytes};
+pub use s3::{
+    PutCondition, PutOutcome, S3Error, get_object_bytes, get_object_version_bytes,
+    get_object_with_etag, put_object_bytes, put_object_if,
+};
 pub use sqs::{FailedMessage, OutgoingMessage, SendBatchWriter, SendReport};

@@ -126,6 +126,34 @@ pub async fn get_object_version_bytes(
     version_id: Option<&str>,
     deadline: &Deadline,
 ) -> Result<Bytes, S3Error> {
+    get_retried(client, bucket, key, version_id, deadline)
+        .await
+        .map(|(body, _)| body)
+}
+
+/// Reads the current object with its ETag, for a read-modify-write guarded by
+/// [`put_object_if`]; `None` when the object does not exist. Retries as
+/// [`get_object_bytes`] does.
+pub async fn get_object_with_etag(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    deadline: &Deadline,
+) -> Result<Option<(Bytes, String)>, S3Error> {
+    match get_retried(client, bucket, key, None, deadline).await {
+        Ok((body, etag)) => Ok(Some((body, etag.unwrap_or_default()))),
+        Err(S3Error::NotFound { .. }) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+async fn get_retried(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    deadline: &Deadline,
+) -> Result<(Bytes, Option<String>), S3Error> {
     let earlier = std::sync::Mutex::new(None);
     let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
         remember_cause(
@@ -174,7 +202,7 @@ async fn get_once(
     key: &str,
     version_id: Option<&str>,
     deadline: &Deadline,
-) -> Result<Bytes, S3Error> {
+) -> Result<(Bytes, Option<String>), S3Error> {
     let call = client
         .get_object()
         .bucket(bucket)
@@ -198,8 +226,9 @@ async fn get_once(
         code: code.to_owned(),
         message,
     };
+    let etag = output.e_tag.clone();
     match tokio::time::timeout_at(deadline.instant(), output.body.collect()).await {
-        Ok(Ok(body)) => Ok(body.into_bytes()),
+        Ok(Ok(body)) => Ok((body.into_bytes(), etag)),
         Ok(Err(err)) => Err(body_error(
             "BodyReadError",
             DisplayErrorContext(&err).to_string(),
@@ -245,6 +274,77 @@ pub async fn put_object_bytes(
     })
     .await;
     with_cause(result, earlier)
+}
+
+/// The precondition of a [`put_object_if`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Only if no object has the key yet (`If-None-Match: *`).
+    Absent,
+    /// Only if the current object still has this ETag (`If-Match`).
+    Unchanged(String),
+}
+
+/// What a conditional put did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// The precondition did not hold (412, or 409 for a concurrent conditional
+    /// write): somebody else wrote first; read again and decide again.
+    PreconditionFailed,
+}
+
+/// Writes a whole object only if `condition` holds (S3 conditional writes), retrying
+/// transient failures within `deadline`. A failed precondition is an outcome, not an
+/// error: the caller re-reads and merges.
+pub async fn put_object_if(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    body: impl Into<Bytes>,
+    content_type: &str,
+    condition: &PutCondition,
+    deadline: &Deadline,
+) -> Result<PutOutcome, S3Error> {
+    let body = body.into();
+    let earlier = std::sync::Mutex::new(None);
+    let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
+        let request = client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body.clone()));
+        let request = match condition {
+            PutCondition::Absent => request.if_none_match("*"),
+            PutCondition::Unchanged(etag) => request.if_match(etag),
+        };
+        remember_cause(&earlier, async move {
+            match deadline.bound(request.send()).await {
+                Ok(_) => Ok(PutOutcome::Written),
+                Err(err) if is_precondition_failure(&err) => Ok(PutOutcome::PreconditionFailed),
+                Err(err) => Err(S3Error::from_sdk("PutObject", bucket, key, &err)),
+            }
+        })
+    })
+    .await;
+    with_cause(result, earlier)
+}
+
+fn is_precondition_failure<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = aws_smithy_types::error::metadata::ProvideErrorMetadata::code(service.err());
+            matches!(
+                code,
+                Some("PreconditionFailed") | Some("ConditionalRequestConflict")
+            ) || matches!(service.raw().status().as_u16(), 412 | 409)
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
