@@ -43,6 +43,9 @@ RESOURCE_STAR_ALLOWED = {
     ("CounterAggregatorRole", "dynamodb:ListStreams"): (
         "ListStreams has no resource-level permission; Lambda's DynamoDB stream mapping needs it"
     ),
+    ("CounterReporterRole", "dynamodb:ListStreams"): (
+        "ListStreams has no resource-level permission; Lambda's DynamoDB stream mapping needs it"
+    ),
 }
 
 # Key policies: Resource "*" means "this key". The account-root statement delegates the key
