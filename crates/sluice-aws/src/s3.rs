@@ -603,4 +603,85 @@ mod tests {
         );
         assert_eq!(rule.num_calls(), 1);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn conditional_put_sends_its_precondition_and_a_412_is_an_outcome() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Arc::clone(&seen);
+        let rule = mock!(Client::put_object)
+            .match_requests(move |req| {
+                recorder.lock().unwrap().push((
+                    req.if_match().map(str::to_owned),
+                    req.if_none_match().map(str::to_owned),
+                ));
+                true
+            })
+            .sequence()
+            .http_response(|| {
+                xml_error(
+                    412,
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold",
+                )
+            })
+            .http_response(|| xml_error(503, "SlowDown", "Reduce your request rate"))
+            .output(|| PutObjectOutput::builder().build())
+            .build();
+        let s3 = client(&[&rule]);
+        let put = |condition: PutCondition| {
+            let s3 = s3.clone();
+            async move {
+                put_object_if(
+                    &s3,
+                    "b",
+                    "k",
+                    Bytes::from_static(b"x"),
+                    "text/plain",
+                    &condition,
+                    &soon(),
+                )
+                .await
+            }
+        };
+        assert_eq!(
+            put(PutCondition::Unchanged("\"e1\"".into())).await,
+            Ok(PutOutcome::PreconditionFailed)
+        );
+        // A transient failure is retried; the precondition goes with every attempt.
+        assert_eq!(put(PutCondition::Absent).await, Ok(PutOutcome::Written));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                (Some("\"e1\"".to_owned()), None),
+                (None, Some("*".to_owned())),
+                (None, Some("*".to_owned())),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_with_its_etag_or_none_when_absent() {
+        let found = mock!(Client::get_object)
+            .match_requests(|req| req.key() == Some("there"))
+            .then_output(|| {
+                GetObjectOutput::builder()
+                    .body(ByteStream::from_static(b"body"))
+                    .e_tag("\"e7\"")
+                    .build()
+            });
+        let missing = mock!(Client::get_object)
+            .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+        let s3 = client(&[&found, &missing]);
+        let got = get_object_with_etag(&s3, "b", "there", &soon())
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Some((Bytes::from_static(b"body"), "\"e7\"".to_owned()))
+        );
+        assert_eq!(
+            get_object_with_etag(&s3, "b", "gone", &soon()).await,
+            Ok(None)
+        );
+    }
 }
