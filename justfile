@@ -38,7 +38,8 @@ lint:
     @[ -x "{{checkov}}" ] || { echo "lint: {{checkov}} missing; run 'just setup'" >&2; exit 1; }
     BC_SKIP_MAPPING=TRUE "{{checkov}}" -f infra/pipeline.yaml --framework cloudformation --quiet --compact --skip-download
     python infra/check_security.py --self-test
-    ruff check --select F --no-cache --quiet tests infra bench
+    python infra/glue_schema.py --self-test && python infra/glue_schema.py --check infra/pipeline.yaml
+    ruff check --select F --no-cache --quiet tests infra bench tools
 
 # Unit tests (no network)
 unit:
@@ -99,9 +100,12 @@ demo *args:
     if [ "$started" = 1 ] && [ "$keep" != true ]; then
         trap 'echo "==> stopping LocalStack (the demo started it; keep=true leaves it running)"; bash infra/localstack/down.sh >/dev/null 2>&1 || true' EXIT
     fi
-    step deploy bash -c 'python infra/deploy.py --stack sluice --json > "$0"' "$logs/outputs.json"
+    # counter-reporter alerts when a crashes_* total passes 100,000 (the summary expects one alert for each).
+    limits='[{"counter":"crashes_*","max":100000}]'
+    step deploy bash -c 'python infra/deploy.py --stack sluice --param "CounterLimits=$1" --json > "$0"' "$logs/outputs.json" "$limits"
     step scenario "$CARGO_TARGET_DIR/debug/sluice-demo" --outputs "$logs/outputs.json" \
         --scale "$scale" --json "$logs/summary.json"
+    step query python tools/query/sluice_query.py --outputs "$logs/outputs.json"
     echo "stack outputs: $logs/outputs.json, summary: $logs/summary.json"
     if [ "$started" = 0 ] || [ "$keep" = true ]; then
         echo "LocalStack keeps running: explore with 'aws --endpoint-url http://localhost:4566 ...' (README: Demo); 'just down' stops it"

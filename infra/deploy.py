@@ -5,6 +5,8 @@
 
 Parameter conventions (filled only when the template declares them):
 - ``CodeBucket``: the bucket holding the zips (created if missing);
+- ``EnableCatalog``: ``false`` when deploying to LocalStack (its community edition has no Glue
+  or Athena; pass ``--param EnableCatalog=true`` to override);
 - ``<BinNameInPascalCase>CodeKey`` (e.g. ``LambdaProbeCodeKey``): the key of
   ``$CARGO_TARGET_DIR/lambda/<bin-name>/bootstrap.zip`` (``just build``), uploaded
   as ``<bin-name>/<sha256>.zip`` so changed code changes the parameter and
@@ -37,6 +39,8 @@ DEFAULT_TEMPLATE = REPO / "infra" / "pipeline.yaml"
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 MAX_TEMPLATE_BODY = 51_200
 CODE_KEY_SUFFIX = "CodeKey"
+# Glue and Athena resources are off on LocalStack: community has neither service.
+CATALOG_SWITCH = "EnableCatalog"
 
 
 class DeployError(Exception):
@@ -186,6 +190,8 @@ def deploy(
             values[name] = given.pop(name)
         elif name == "CodeBucket":
             values[name] = code_bucket
+        elif name == CATALOG_SWITCH and endpoint_url:
+            values[name] = "false"
         elif name.endswith(CODE_KEY_SUFFIX) and name != CODE_KEY_SUFFIX:
             values[name] = upload_zip(s3, code_bucket, bin_name(name), lambda_zip_dir())
     if given:

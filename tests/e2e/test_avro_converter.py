@@ -4,6 +4,7 @@ read back with fastavro and with apache-avro (the crate's `avro_cat` example), a
 the error prefix. Inputs are made with cramjam (raw and framed snappy)."""
 
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +22,18 @@ SCHEMA = json.loads((REPO / "functions/avro-converter/schema/player_event.avsc")
 # 2024-05-14T09:59:57Z: one second apart, three events in hour 09 and three in hour 10.
 NEAR_TEN_MS = 1_715_680_797_000
 DAY = "year=2024/month=05/day=14"
+
+
+def avro_name(input_key: str) -> str:
+    """`<stem>.<tag>`: the converter's name for every Avro file of an input (one per hour);
+    the tag is the first 16 hex characters of SHA-256 of the whole input key."""
+    stem = input_key.rsplit("/", 1)[-1]
+    for suffixes in ((".snappy", ".sz"), (".json", ".ndjson", ".jsonl")):
+        for suffix in suffixes:
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+    return f"{stem}.{hashlib.sha256(input_key.encode()).hexdigest()[:16]}"
 
 
 def player_event(i: int, pts: int) -> dict:
@@ -192,11 +205,12 @@ def converted(stack):
     for key, body in inputs.values():
         s3.put_object(Bucket=stack["raw"], Key=key, Body=body)
     out = stack["out_prefix"]
+    name = {case: avro_name(key) for case, (key, _) in inputs.items()}
     files = {
-        "single": [f"{out}{DAY}/hour=08/single-{m}.avro"],
-        "array": [f"{out}{DAY}/hour=10/array {m} (eu).avro"],
-        "ndjson": [f"{out}{DAY}/hour=09/ndjson-{m}.avro", f"{out}{DAY}/hour=10/ndjson-{m}.avro"],
-        "ndjson_raw": [f"{out}{DAY}/hour=09/ndjson-raw-{m}.avro"],
+        "single": [f"{out}{DAY}/hour=08/{name['single']}.avro"],
+        "array": [f"{out}{DAY}/hour=10/{name['array']}.avro"],
+        "ndjson": [f"{out}{DAY}/hour=09/{name['ndjson']}.avro", f"{out}{DAY}/hour=10/{name['ndjson']}.avro"],
+        "ndjson_raw": [f"{out}{DAY}/hour=09/{name['ndjson_raw']}.avro"],
     }
     errors_key = f"{stack['err_prefix']}{prefix}e2e/{m}/ndjson-{m}.errors.jsonl"
     wanted = sorted(k for keys in files.values() for k in keys)

@@ -21,7 +21,7 @@ import fastavro
 import pytest
 from conftest import FAULT_SEED, client, invoke, log_lines, marker, record_reliability, wait_until
 from faultproxy import Rule
-from test_avro_converter import expected, framed_snappy, ndjson, player_event, raw_snappy, s3_event
+from test_avro_converter import avro_name, expected, framed_snappy, ndjson, player_event, raw_snappy, s3_event
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -77,8 +77,8 @@ def get(stack, key) -> bytes:
     return stack["s3"].get_object(Bucket=stack["out"], Key=key)["Body"].read()
 
 
-def avro_key(stack, hour, stem):
-    return f"{stack['out_prefix']}{DAY}/{hour}/{stem}.avro"
+def avro_key(stack, hour, input_key):
+    return f"{stack['out_prefix']}{DAY}/{hour}/{avro_name(input_key)}.avro"
 
 
 def errors_key(stack, input_key):
@@ -184,7 +184,6 @@ def test_every_record_converted_once_or_rejected_with_its_reason_under_s3_faults
     m = marker()
     inputs, good, bad, schema_key, rejected = workload(stack, m)
     failures = FailureQueue(stack, m)
-    stems = {key: key.rsplit("/", 1)[1].removesuffix(".json.snappy") for key in inputs}
     started = time.monotonic()
 
     fault_proxy.set_rules(RULES)
@@ -197,7 +196,7 @@ def test_every_record_converted_once_or_rejected_with_its_reason_under_s3_faults
             if key in rejected:
                 return {errors_key(stack, key), f"{stack['err_prefix']}{key}"}
             hours = {h for h in HOURS for e in good[key] if e["PTS"] // 3_600_000 % 24 == int(h[-2:])}
-            wanted = {avro_key(stack, h, stems[key]) for h in hours}
+            wanted = {avro_key(stack, h, key) for h in hours}
             return wanted | ({errors_key(stack, key)} if key == schema_key else set())
 
         wanted = {key: outputs_of(key) for key in inputs}
@@ -318,7 +317,7 @@ def test_an_input_whose_reads_keep_failing_reaches_the_failure_queue_then_redriv
 
     summary = redrive(stack, body)
     assert summary["objects"][0]["outcome"] == "converted", summary
-    files = {avro_key(stack, h, f"stuck-{m}") for h in HOURS}
+    files = {avro_key(stack, h, key) for h in HOURS}
     seen, _ = read_records(stack, files)
     assert seen == Counter(e["event_id"] for e in events)
 
@@ -334,7 +333,7 @@ def test_the_same_input_delivered_again_under_faults_rewrites_the_same_bytes(sta
         for r, e in enumerate(events):
             e["event_id"] = f"{m}-dup-{f}-{r}"
         inputs[f"{prefix}dup-{m}-{f}.json.snappy"] = framed_snappy(ndjson(events))
-    files = {avro_key(stack, h, f"dup-{m}-{f}") for f in range(5) for h in HOURS}
+    files = {avro_key(stack, h, key) for key in inputs for h in HOURS}
     s3 = stack["s3"]
 
     def converted_lines(key):

@@ -220,7 +220,7 @@ BAD_REQUESTS = [
         None,
         {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
         413,
-        "the limit of 5242880 bytes",
+        "the limit of 4700160 bytes",
     ),
 ]
 

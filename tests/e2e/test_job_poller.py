@@ -9,20 +9,31 @@ secret the stack generated. Each job's duration is chosen by a word in its objec
 
 The stack is deployed with a short function timeout (4 s, 1 s of it kept back as the
 safety margin) so that a job of ~10 s needs several generations, and a budget of 8
-generations so that a very long job runs out.
+generations so that a very long job runs out. It subscribes a person too (AlertEmail):
+LocalStack hands SNS email to its SES store, where the test reads it. AlertHttpsEndpoint is
+not deployed here: LocalStack's AWS::SNS::Subscription records an unconfirmed http(s)
+subscription as "pending confirmation" and then cannot delete it, so the stack would not delete.
 """
 
 import json
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from conftest import log_lines, marker, wait_until
+from conftest import ENDPOINT, log_lines, marker, wait_until
 
 TIMEOUT_SECONDS = 4
 MAX_GENERATIONS = 8
 PREFIX = "reports/"
+ALERT_EMAIL = f"sluice-ops+{marker()}@example.com"
+# The outcome JSON as SQS subscribers have always received it: these fields, in this order.
+NOTIFICATION_FIELDS = [
+    "job_id", "source", "source_id", "outcome", "detail", "duration_ms",
+    "generations", "started_at_ms", "finished_at_ms",
+]
 
 
 # --- fixtures and helpers --------------------------------------------------
@@ -49,7 +60,10 @@ def deploy_job_stack(deploy, fake_api, aws, timeout_seconds: int, safety_margin_
 
 @pytest.fixture(scope="module")
 def stack(deploy, fake_api, aws):
-    return deploy_job_stack(deploy, fake_api, aws, TIMEOUT_SECONDS, 1000, MAX_GENERATIONS)
+    return deploy_job_stack(
+        deploy, fake_api, aws, TIMEOUT_SECONDS, 1000, MAX_GENERATIONS,
+        AlertEmail=ALERT_EMAIL,
+    )
 
 
 class Outcomes:
@@ -58,6 +72,7 @@ class Outcomes:
     def __init__(self, sqs, queue_url):
         self.sqs, self.queue_url = sqs, queue_url
         self.by_key: dict[str, list[dict]] = {}
+        self.bodies: dict[str, list[str]] = {}
 
     def drain(self):
         while True:
@@ -69,6 +84,7 @@ class Outcomes:
             for message in batch:
                 body = json.loads(message["Body"])
                 self.by_key.setdefault(body["source"]["key"], []).append(body)
+                self.bodies.setdefault(body["source"]["key"], []).append(message["Body"])
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def for_key(self, key: str) -> list[dict]:
@@ -289,3 +305,76 @@ def test_bad_input_is_rejected_or_skipped_without_a_job(stack, aws, fake_api):
     time.sleep(2)
     assert job_items(aws, stack, "scratch/other.csv") == []
     assert not [s for s in fake_api.starts if s["source"]["key"].startswith("scratch/")]
+
+
+def emails_to(address: str) -> list[dict]:
+    """Emails LocalStack's SES has sent to ``address`` (SNS email subscriptions go through it)."""
+    try:
+        with urllib.request.urlopen(f"{ENDPOINT}/_aws/ses", timeout=5) as response:
+            messages = json.load(response)["messages"]
+    except urllib.error.HTTPError as e:  # the SES endpoint exists once SES has started
+        if e.code == 404:
+            return []
+        raise
+    return [m for m in messages if address in m.get("Destination", {}).get("ToAddresses", [])]
+
+
+def confirm_as_owner(sns, topic_arn: str, subscription_arn: str):
+    """What following the link in AWS's confirmation email does (LocalStack keeps the token)."""
+    quoted = urllib.parse.quote(subscription_arn, safe=":")
+    with urllib.request.urlopen(f"{ENDPOINT}/_aws/sns/subscription-tokens/{quoted}", timeout=5) as response:
+        token = json.load(response)["subscription_token"]
+    sns.confirm_subscription(TopicArn=topic_arn, Token=token)
+
+
+@pytest.mark.timeout(120)
+def test_person_gets_the_outcome_as_text_while_machines_keep_the_json(stack, aws, fake_api, outcomes):
+    sns, sqs = aws("sns"), aws("sqs")
+    topic = stack["JobOutcomeTopicArn"]
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    endpoints = sorted((s["Protocol"], s["Endpoint"]) for s in subscriptions)
+    assert [e for e in endpoints if e[0] != "sqs"] == [("email", ALERT_EMAIL)], endpoints
+    email_subscription = next(s for s in subscriptions if s["Protocol"] == "email")
+    confirm_as_owner(sns, topic, email_subscription["SubscriptionArn"])
+    # An enveloped (not raw) subscriber, as an https endpoint gets it: the JSON plus the Subject.
+    envelope_url = sqs.create_queue(QueueName=f"{marker()}-envelope")["QueueUrl"]
+    envelope_arn = sqs.get_queue_attributes(QueueUrl=envelope_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    envelope_sub = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=envelope_arn)["SubscriptionArn"]
+    try:
+        key = put_report(aws, stack, fake_api, "mailed", seconds=1)
+        note = outcomes.wait_for(key, timeout=60)
+
+        # The raw queue: exactly the JSON it always had, compact, same fields in the same order.
+        [body] = outcomes.bodies[key]
+        assert list(note) == NOTIFICATION_FIELDS, body
+        assert body == json.dumps(note, separators=(",", ":"), ensure_ascii=False)
+        assert note["outcome"] == "SUCCEEDED" and note["detail"] == "loaded", note
+
+        envelopes = wait_until(
+            lambda: sqs.receive_message(QueueUrl=envelope_url, WaitTimeSeconds=1).get("Messages"),
+            timeout=30,
+            message="enveloped notification",
+        )
+        envelope = json.loads(envelopes[0]["Body"])
+        assert envelope["Message"] == body
+        took = f"{note['duration_ms']}ms" if note["duration_ms"] < 1000 else f"{note['duration_ms'] // 1000}s"
+        assert envelope["Subject"] == f"sluice job {note['job_id']}: SUCCEEDED in {took}", envelope
+        assert envelope["MessageAttributes"]["outcome"]["Value"] == "SUCCEEDED"
+
+        # (LocalStack also mails unconfirmed subscriptions, so earlier tests' outcomes are there too.)
+        [mail] = wait_until(
+            lambda: [m for m in emails_to(ALERT_EMAIL) if f"/{key} (" in m["Body"]["text_part"]],
+            timeout=30,
+            message=f"email about {key} to {ALERT_EMAIL}",
+        )
+        text = mail["Body"]["text_part"]
+        assert text.startswith(f"Job {note['job_id']} finished: it succeeded.\n\n"), text
+        assert "\nOutcome:     SUCCEEDED\n" in text, text
+        assert f"\nReport:      s3://{stack['JobReportsBucketName']}/{key} (" in text, text
+        assert "\nDetail:      loaded\n" in text, text
+        assert f"\nGenerations: {note['generations']} (" in text, text
+        assert f"jobs table {stack['JobsTableName']}, source_id {note['source_id']}\n" in text, text
+        assert not text.lstrip().startswith("{"), "the email is text, not the JSON"
+    finally:
+        sns.unsubscribe(SubscriptionArn=envelope_sub)
+        sqs.delete_queue(QueueUrl=envelope_url)

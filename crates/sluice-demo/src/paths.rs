@@ -450,10 +450,13 @@ async fn avro_inner(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let mut expected_keys: BTreeMap<String, usize> = BTreeMap::new();
     for file in &files {
         for (hour, n) in &file.per_hour {
+            // The converter names its files <stem>.<tag of the input key>.avro.
+            let input_key = format!("{dir}{}.json.snappy", file.stem);
             let key = format!(
-                "{out_prefix}{}{}.avro",
+                "{out_prefix}{}{}.{}.avro",
                 scenario::hive_path(*hour),
-                file.stem
+                file.stem,
+                sluice_partition::source_tag(&input_key)
             );
             expected_keys.insert(key, *n);
         }
@@ -795,7 +798,12 @@ async fn counters_inner(ctx: &Ctx) -> Result<Vec<Row>, String> {
         }
     }
     let values = (data.files.len() * data.totals.len()) as u64;
-    Ok(vec![
+    let reporter = if ctx.has(&["CounterTotalsBucketName", "CounterAlertQueueUrl"]) {
+        Some(reporter_row(ctx, &date, &data.totals, start).await)
+    } else {
+        None
+    };
+    let rows = vec![
         Row {
             input: format!(
                 "{} counter files × {} counters (+{} malformed line)",
@@ -830,7 +838,147 @@ async fn counters_inner(ctx: &Ctx) -> Result<Vec<Row>, String> {
             },
             ..Row::new("counter-aggregator")
         },
-    ])
+    ];
+    Ok(rows.into_iter().chain(reporter).collect())
+}
+
+/// The counters whose total passes a `max` of the stack's inline limits (output
+/// `CounterLimits`; `just demo` deploys `crashes_*` ≤ 100,000). Every scenario value is
+/// positive, so such a total crosses its maximum exactly once. Only `max`-only rules are
+/// predicted; a counter under a rule with a `min` is left out of the expectation.
+fn expected_alerts<'a>(limits: &str, totals: &'a BTreeMap<String, i64>) -> BTreeSet<&'a String> {
+    let rules: Vec<serde_json::Value> = serde_json::from_str(limits).unwrap_or_default();
+    let rule_for = |counter: &str| {
+        let name = |r: &&serde_json::Value| r["counter"].as_str().unwrap_or("").to_owned();
+        rules.iter().find(|r| name(r) == counter).or_else(|| {
+            rules
+                .iter()
+                .find(|r| wildmatch::WildMatch::new(&name(r)).matches(counter))
+        })
+    };
+    totals
+        .iter()
+        .filter(|(c, t)| {
+            rule_for(c).is_some_and(|r| {
+                r["min"].is_null() && r["max"].as_i64().is_some_and(|max| **t > max)
+            })
+        })
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// counter-reporter: the day's snapshot equals the expected totals, and one alert came
+/// for every counter whose total passed its maximum ([`expected_alerts`]).
+async fn reporter_row(
+    ctx: &Ctx,
+    date: &str,
+    totals: &BTreeMap<String, i64>,
+    start: Instant,
+) -> Row {
+    let inner = async {
+        let bucket = ctx.out("CounterTotalsBucketName")?;
+        let key = format!("{}{date}/totals.jsonl", ctx.out("CounterTotalsPrefix")?);
+        let queue = ctx.out("CounterAlertQueueUrl")?.to_owned();
+        let limits = ctx
+            .outputs
+            .get("CounterLimits")
+            .map_or("none", String::as_str);
+        let want_alerts = expected_alerts(limits, totals);
+        let expected = (totals.len() + want_alerts.len()) as u64;
+        let alerts = std::sync::Mutex::new(Vec::<serde_json::Value>::new());
+        let (observed, latency, text) = poll("counter-reporter", start, ctx.timeout, || {
+            let (key, queue, alerts, want_alerts) = (&key, &queue, &alerts, &want_alerts);
+            async move {
+                let body = get_bytes(&ctx.s3, bucket, key).await?;
+                let lines: BTreeMap<String, i64> = String::from_utf8_lossy(&body)
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|l| Some((l["counter"].as_str()?.to_owned(), l["total"].as_i64()?)))
+                    .collect();
+                let right = totals
+                    .iter()
+                    .filter(|(c, t)| lines.get(*c) == Some(t))
+                    .count();
+                let mine = take_messages(&ctx.sqs, queue, |b| {
+                    b.contains(&format!("\"date\":\"{date}\""))
+                })
+                .await?;
+                let mut got = alerts.lock().unwrap();
+                got.extend(mine.iter().filter_map(|b| serde_json::from_str(b).ok()));
+                let alerted: BTreeSet<&str> =
+                    got.iter().filter_map(|a| a["counter"].as_str()).collect();
+                let alerts_right = want_alerts
+                    .iter()
+                    .filter(|c| alerted.contains(c.as_str()))
+                    .count();
+                let done = right == totals.len()
+                    && lines.len() == totals.len()
+                    && alerts_right == want_alerts.len();
+                Ok((
+                    (right + alerts_right) as u64,
+                    done,
+                    format!(
+                        "{right}/{} totals in the snapshot, {}/{} alerts",
+                        totals.len(),
+                        got.len(),
+                        want_alerts.len()
+                    ),
+                ))
+            }
+        })
+        .await;
+        // A late duplicate would show here: wait a little, then count every alert of the day.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let late = take_messages(&ctx.sqs, &queue, |b| {
+            b.contains(&format!("\"date\":\"{date}\""))
+        })
+        .await?;
+        let got = {
+            let mut got = alerts.lock().unwrap();
+            got.extend(late.iter().filter_map(|b| serde_json::from_str(b).ok()));
+            got.clone()
+        };
+        let once = got.len() == want_alerts.len();
+        let alerted: Vec<String> = got
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {} (total {})",
+                    a["counter"].as_str().unwrap_or("?"),
+                    a["standing"].as_str().unwrap_or("?"),
+                    a["total"]
+                )
+            })
+            .collect();
+        Ok::<Row, String>(Row {
+            input: format!(
+                "aggregate-table stream changes for {} counters; limits {limits}",
+                totals.len()
+            ),
+            output: format!(
+                "{} totals in the day's snapshot; {} limit alert(s): {}",
+                totals.len(),
+                got.len(),
+                alerted.join(", ")
+            ),
+            location: format!("s3://{bucket}/{key}; alerts on CounterAlertQueueUrl"),
+            expected,
+            observed,
+            latency_ms: latency,
+            ok: latency.is_some() && observed == expected && once,
+            note: if latency.is_none() {
+                text
+            } else if !once {
+                format!("{} alerts for {} crossings", got.len(), want_alerts.len())
+            } else {
+                String::new()
+            },
+            ..Row::new("counter-reporter")
+        })
+    };
+    inner
+        .await
+        .unwrap_or_else(|e| Row::failed("counter-reporter", e))
 }
 
 async fn aggregates(
@@ -985,4 +1133,29 @@ async fn job_inner(ctx: &Ctx) -> Result<Vec<Row>, String> {
         },
         ..Row::new("job-poller")
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_are_expected_for_totals_above_a_max_only() {
+        let totals: BTreeMap<String, i64> = [
+            ("crashes_05", 150_000),
+            ("crashes_13", 90_000),
+            ("sessions_04", 1_000_000),
+            ("coins_spent_03", 5),
+        ]
+        .into_iter()
+        .map(|(c, t)| (c.to_owned(), t))
+        .collect();
+        let limits = r#"[{"counter":"coins_spent_03","min":10,"max":20},{"counter":"crashes_*","max":100000}]"#;
+        let want: Vec<&str> = expected_alerts(limits, &totals)
+            .into_iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(want, vec!["crashes_05"]);
+        assert!(expected_alerts("none", &totals).is_empty());
+    }
 }

@@ -8,9 +8,15 @@
 //! (the original converter partitioned by the machine's local time and put
 //! records an hour or more into the wrong folder twice a year).
 //!
+//! It also names outputs after their input: [`source_tag`] is a short, stable digest of an
+//! input key, so two inputs with the same file name in different directories never write
+//! the same output key.
+//!
 //! Not for: formatting log timestamps or parsing arbitrary date formats.
 
 use std::fmt;
+
+use sha2::{Digest, Sha256};
 use std::str::FromStr;
 
 use time::format_description::well_known::Rfc3339;
@@ -195,6 +201,18 @@ impl fmt::Display for HourPartition {
     }
 }
 
+/// 16 lowercase hex characters (the first 64 bits of SHA-256) of an input object's key:
+/// the same key always gives the same tag, and different keys (e.g. `a/p.json` and
+/// `b/p.json`) give different tags, so outputs named `<stem>.<tag>` are unique per input
+/// and deterministic. Python: `hashlib.sha256(key.encode()).hexdigest()[:16]`.
+pub fn source_tag(input_key: &str) -> String {
+    Sha256::digest(input_key.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +336,20 @@ mod tests {
             "fortnights".parse::<TimeUnit>(),
             Err(PartitionError::UnknownUnit(_))
         ));
+    }
+
+    #[test]
+    fn source_tags_are_stable_and_tell_directories_apart() {
+        assert_eq!(
+            source_tag("incoming/a/p.json.snappy"),
+            source_tag("incoming/a/p.json.snappy")
+        );
+        assert_ne!(
+            source_tag("incoming/a/p.json.snappy"),
+            source_tag("incoming/b/p.json.snappy")
+        );
+        // SHA-256("abc") starts ba7816bf8f01cfea.
+        assert_eq!(source_tag("abc"), "ba7816bf8f01cfea");
+        assert_eq!(source_tag("").len(), 16);
     }
 }

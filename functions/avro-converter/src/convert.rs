@@ -163,7 +163,7 @@ impl Converter {
     pub fn convert_json(&self, text: &[u8], input_key: &str) -> Result<Conversion, ConvertError> {
         let mut sink = Sink {
             converter: self,
-            stem: layout::stem(input_key),
+            name: layout::output_name(input_key),
             writers: BTreeMap::new(),
             rejects: Vec::new(),
             seen: 0,
@@ -194,7 +194,8 @@ fn first_line_is_incomplete(text: &[u8]) -> bool {
 /// Collects records into per-hour writers and rejects.
 struct Sink<'c> {
     converter: &'c Converter,
-    stem: &'c str,
+    /// [`layout::output_name`] of the input key.
+    name: String,
     writers: BTreeMap<HourPartition, ContainerWriter<'c, Vec<u8>>>,
     rejects: Vec<RecordReject>,
     seen: usize,
@@ -294,7 +295,7 @@ impl<'c> Sink<'c> {
         let writer = match self.writers.entry(hour) {
             std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::btree_map::Entry::Vacant(entry) => {
-                let key = layout::avro_key(&self.converter.output_prefix, &hour, self.stem);
+                let key = layout::avro_key(&self.converter.output_prefix, &hour, &self.name);
                 // The output key seeds the sync marker: the same input rewrites the same bytes.
                 match ContainerWriter::new(
                     &self.converter.schema.schema,
@@ -331,7 +332,7 @@ impl<'c> Sink<'c> {
         for (hour, writer) in self.writers {
             let records = writer.records_written();
             files.push(AvroFile {
-                key: layout::avro_key(&self.converter.output_prefix, &hour, self.stem),
+                key: layout::avro_key(&self.converter.output_prefix, &hour, &self.name),
                 hour,
                 records,
                 bytes: writer.finish()?,

@@ -3,11 +3,13 @@
 //!
 //! | what | key |
 //! |---|---|
-//! | Avro, one per UTC hour | `<output-prefix>year=YYYY/month=MM/day=DD/hour=HH/<stem>.avro` |
+//! | Avro, one per UTC hour | `<output-prefix>year=YYYY/month=MM/day=DD/hour=HH/<stem>.<tag>.avro` |
 //! | rejected records / input reason | `<error-prefix><input-dir>/<stem>.errors.jsonl` |
 //! | copy of a rejected input | `<error-prefix><input-key>` |
 //!
-//! `<stem>` is the input file name without its `.snappy` and `.json` suffixes.
+//! `<stem>` is the input file name without its `.snappy` and `.json` suffixes; `<tag>` is
+//! [`sluice_partition::source_tag`] of the whole input key, so inputs sharing a file name in
+//! different directories write different Avro files (and the same input the same one).
 
 use sluice_partition::HourPartition;
 
@@ -30,9 +32,19 @@ pub fn stem(key: &str) -> &str {
     if stem.is_empty() { name } else { stem }
 }
 
-/// The key of the Avro file holding an input's records of one hour.
-pub fn avro_key(output_prefix: &str, hour: &HourPartition, stem: &str) -> String {
-    format!("{output_prefix}{}{stem}{AVRO_SUFFIX}", hour.hive_path())
+/// `<stem>.<tag>`: the name of every Avro file of an input (one per hour).
+pub fn output_name(input_key: &str) -> String {
+    format!(
+        "{}.{}",
+        stem(input_key),
+        sluice_partition::source_tag(input_key)
+    )
+}
+
+/// The key of the Avro file holding an input's records of one hour; `name` is
+/// [`output_name`] of the input key.
+pub fn avro_key(output_prefix: &str, hour: &HourPartition, name: &str) -> String {
+    format!("{output_prefix}{}{name}{AVRO_SUFFIX}", hour.hive_path())
 }
 
 /// The key of the errors file of an input.
@@ -82,6 +94,15 @@ mod tests {
             avro_key("", &hour, "x"),
             "year=2024/month=03/day=09/hour=23/x.avro"
         );
+    }
+
+    #[test]
+    fn inputs_sharing_a_file_name_get_their_own_output_name() {
+        let a = output_name("incoming/a/p.json.snappy");
+        let b = output_name("incoming/b/p.json.snappy");
+        assert_ne!(a, b);
+        assert_eq!(a, output_name("incoming/a/p.json.snappy"));
+        assert!(a.starts_with("p.") && a.len() == "p.".len() + 16, "{a}");
     }
 
     #[test]

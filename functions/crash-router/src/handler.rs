@@ -40,7 +40,8 @@ pub enum Verdict {
 
 /// Skip reasons that are not key rejections (see [`crate::crash::KeyRejection::reason`]).
 pub const SKIP_TEST_EVENT: &str = "test_event";
-pub const SKIP_NOT_PUT: &str = "not_object_created_put";
+/// Not an `ObjectCreated:*` event (a delete, a restore, a replication notice …).
+pub const SKIP_NOT_CREATED: &str = "not_object_created";
 
 /// Decides what one notice means, given the raw-crash prefix.
 pub fn classify(notice: &S3Notice, prefix: &str) -> Verdict {
@@ -56,9 +57,10 @@ pub fn classify(notice: &S3Notice, prefix: &str) -> Verdict {
         }
         S3Notice::Object(event) => event,
     };
-    if !event.is_object_created_put() {
+    // Every way a raw crash can be created counts: Put, Post, Copy, CompleteMultipartUpload.
+    if !event.is_object_created() {
         return Verdict::Skip {
-            reason: SKIP_NOT_PUT,
+            reason: SKIP_NOT_CREATED,
             detail: format!("{} of {}", event.event_name, event.key),
         };
     }

@@ -1,7 +1,7 @@
 //! crash-router (Socorro's "Pigeon"): reads the crash id out of each new raw-crash
 //! object's key and queues accepted crash ids for processing.
 //!
-//! S3 `ObjectCreated:Put` → notification queue (SQS) → this function →
+//! S3 `ObjectCreated:*` → notification queue (SQS) → this function →
 //! processing queue (+ sampled extra queues). Its section in the top-level README describes it.
 //!
 //! - [`crash`]: crash ids and raw-crash keys (the domain rules);

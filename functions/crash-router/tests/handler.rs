@@ -243,6 +243,27 @@ async fn accepted_ids_go_to_the_standard_queue_and_the_sampled_share_to_the_extr
 }
 
 #[tokio::test(start_paused = true)]
+async fn raw_crashes_created_by_copy_post_or_multipart_upload_are_routed_too() {
+    let (a, b, c) = (unsampled(4), unsampled(5), unsampled(6));
+    let sent = Sent::default();
+    let router = router(&[&accepting(&sent, STANDARD), &accepting(&sent, SUBMITTER)]);
+    let event = batch(&[
+        ("copy", s3_body("ObjectCreated:Copy", &[&key(&a)])),
+        ("post", s3_body("ObjectCreated:Post", &[&key(&b)])),
+        (
+            "multipart",
+            s3_body("ObjectCreated:CompleteMultipartUpload", &[&key(&c)]),
+        ),
+    ]);
+    let mut m = metrics();
+    let failures = router.route_batch(&event, &a_minute(), &mut m).await;
+    assert!(failures.is_clean(), "{:?}", failures.failed_ids());
+    assert_eq!(sent.bodies(STANDARD), [a, b, c]);
+    assert_eq!(m.get("Accepted"), Some(3.0));
+    assert_eq!(m.get("Skipped.not_object_created"), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn redelivered_message_routes_to_the_same_queues() {
     let a = sampled(1);
     let sent = Sent::default();
@@ -273,7 +294,6 @@ async fn every_skip_reason_is_counted_and_nothing_is_sent_or_failed() {
     .to_string();
     let event = batch(&[
         ("t", test_event),
-        ("copy", s3_body("ObjectCreated:Copy", &[&key(&id)])),
         ("rm", s3_body("ObjectRemoved:Delete", &[&key(&id)])),
         ("prefix", put(&format!("v1/raw_crash/000/20180313/{id}"))),
         ("dump", put(&format!("v2/dump/{id}"))),
@@ -297,7 +317,7 @@ async fn every_skip_reason_is_counted_and_nothing_is_sent_or_failed() {
     assert_eq!(m.get("Accepted"), Some(0.0));
     assert_eq!(m.get("Deferred"), Some(1.0));
     assert_eq!(m.get("Skipped.test_event"), Some(1.0));
-    assert_eq!(m.get("Skipped.not_object_created_put"), Some(2.0));
+    assert_eq!(m.get("Skipped.not_object_created"), Some(1.0));
     assert_eq!(m.get("Skipped.wrong_prefix"), Some(2.0));
     assert_eq!(m.get("Skipped.malformed_key"), Some(1.0));
     assert_eq!(m.get("Skipped.malformed_crash_id"), Some(2.0));

@@ -21,9 +21,17 @@ use sluice_lambda::metrics::Metrics;
 use crate::body::{BodyError, BodyFormat, Position, decode_body, split_events};
 use crate::record::{RecordError, RecordSettings, RequestFacts, build_records};
 
-/// Default `MAX_BODY_BYTES`: 5 MiB, before and after gzip (the Lambda request payload
-/// limit is 6 MB, and API Gateway base64-encodes binary bodies).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// Lambda's limit on a synchronous request payload (6 MB, as Lambda counts it: 6 MiB).
+pub const LAMBDA_SYNC_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// What the proxy event holds besides the body: API Gateway allows 10 KiB of headers, and
+/// the event carries them twice (`headers`, `multiValueHeaders`), plus the request context.
+pub const EVENT_ENVELOPE_RESERVE: usize = 24 * 1024;
+/// Default `MAX_BODY_BYTES`, before and after gzip: the largest raw body whose event still
+/// fits Lambda's payload limit. The stage declares every media type binary, so API Gateway
+/// hands the body base64-encoded (4 bytes per 3): (6 MiB − 24 KiB) × 3/4 = 4,700,160 bytes.
+/// A larger body never reaches the function (API Gateway answers 413 itself).
+pub const DEFAULT_MAX_BODY_BYTES: usize =
+    (LAMBDA_SYNC_PAYLOAD_BYTES - EVENT_ENVELOPE_RESERVE) / 4 * 3;
 
 /// Configuration, read once at cold start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -719,5 +727,27 @@ mod tests {
         assert_eq!(config.records.partition_key_field, None);
         assert_eq!(config.records.received_at_field, "received_at");
         assert_eq!(config.records.request_id_field, "request_id");
+    }
+
+    #[test]
+    fn a_default_sized_body_fits_lambdas_payload_limit_as_api_gateway_sends_it() {
+        // The sample event with the largest headers API Gateway allows (10 KiB, carried
+        // twice) and a default-sized body, base64-encoded as the binary stage sends it.
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/ingest-api/post-ndjson.json"))
+                .unwrap();
+        let padding = "x".repeat(10 * 1024 - 512);
+        event["headers"]["X-Padding"] = serde_json::Value::String(padding.clone());
+        event["multiValueHeaders"]["X-Padding"] = serde_json::json!([padding]);
+        // Base64 of n bytes is 4 characters per 3 bytes, padded: only its length matters here.
+        event["body"] = "A".repeat(DEFAULT_MAX_BODY_BYTES.div_ceil(3) * 4).into();
+        event["isBase64Encoded"] = true.into();
+        let payload = serde_json::to_vec(&event).unwrap();
+        assert!(
+            payload.len() <= LAMBDA_SYNC_PAYLOAD_BYTES,
+            "{} bytes of event for a {DEFAULT_MAX_BODY_BYTES}-byte body: over the 6 MB limit",
+            payload.len()
+        );
+        assert_eq!(DEFAULT_MAX_BODY_BYTES, 4_700_160);
     }
 }

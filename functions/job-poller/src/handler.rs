@@ -30,6 +30,7 @@ use sluice_lambda::FunctionError;
 use crate::config::Config;
 use crate::event::{Continuation, InvalidEvent, NotificationRecord, ObjectVersion, PollerEvent};
 use crate::job_api::{ApiError, JobApi, JobSource, JobStatus, StartRequest};
+use crate::outcome_text;
 use crate::table::{JobRecord, JobState, JobsTable, Outcome, SourceClaim, TableError};
 
 /// Kept after every AWS call's deadline for answering the runtime.
@@ -98,7 +99,8 @@ pub struct Summary {
     pub jobs: Vec<JobReport>,
 }
 
-/// The one notification per job, published to SNS as JSON.
+/// The one notification per job, published to SNS as JSON (the `default` message;
+/// email subscribers get it as text, see [`crate::outcome_text`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     /// `None` when the job could not even be started.
@@ -837,8 +839,14 @@ impl<A: JobApi> Poller<A> {
             tracing::info!(%source_id, "outcome already notified");
             return Ok(done(Action::AlreadyNotified));
         }
-        let message = serde_json::to_string(notification)
+        // `default` is the JSON every machine subscriber (SQS, Lambda, https) has always
+        // received, unchanged; email subscribers get the same outcome as text.
+        let json = serde_json::to_string(notification)
             .map_err(|e| InvalidEvent(format!("notification could not be encoded: {e}")))?;
+        let text = outcome_text::email_text(notification, &self.config.jobs_table);
+        let message = outcome_text::per_protocol_message(&json, &text)
+            .map_err(|e| InvalidEvent(format!("notification could not be encoded: {e}")))?;
+        let subject = outcome_text::subject(notification);
         let outcome = MessageAttributeValue::builder()
             .data_type("String")
             .string_value(&notification.outcome)
@@ -859,6 +867,8 @@ impl<A: JobApi> Poller<A> {
                 .publish()
                 .topic_arn(&self.config.topic_arn)
                 .message(&message)
+                .message_structure("json")
+                .subject(&subject)
                 .message_attributes("outcome", outcome.clone())
                 .send()
         })

@@ -63,7 +63,10 @@ fn invocation(timeout: Duration) -> Invocation {
 #[derive(Default)]
 struct Aws {
     dynamodb: Vec<Rule>,
+    /// The `default` (JSON) message of each publish, parsed.
     published: Arc<Mutex<Vec<Value>>>,
+    /// The Subject and `email` text of each publish.
+    emails: Arc<Mutex<Vec<(String, String)>>>,
     invoked: Arc<Mutex<Vec<Value>>>,
     sns: Vec<Rule>,
     lambda: Vec<Rule>,
@@ -117,12 +120,24 @@ impl Aws {
             dynamodb: rules,
             ..Aws::default()
         };
-        let published = aws.published.clone();
+        let (published, emails) = (aws.published.clone(), aws.emails.clone());
         aws.sns.push(
             mock!(aws_sdk_sns::Client::publish)
                 .match_requests(move |r| {
-                    let message = serde_json::from_str(r.message().unwrap()).unwrap();
-                    published.lock().unwrap().push(message);
+                    assert_eq!(r.message_structure(), Some("json"));
+                    let message: Value = serde_json::from_str(r.message().unwrap()).unwrap();
+                    let default = message["default"].as_str().expect("a default message");
+                    published
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_str(default).unwrap());
+                    emails.lock().unwrap().push((
+                        r.subject().expect("a Subject").to_owned(),
+                        message["email"]
+                            .as_str()
+                            .expect("an email message")
+                            .to_owned(),
+                    ));
                     true
                 })
                 .then_output(|| PublishOutput::builder().message_id("msg-1").build()),
@@ -201,6 +216,10 @@ impl Aws {
 
     fn published(&self) -> Vec<Value> {
         self.published.lock().unwrap().clone()
+    }
+
+    fn emails(&self) -> Vec<(String, String)> {
+        self.emails.lock().unwrap().clone()
     }
 
     fn invoked(&self) -> Vec<Value> {
@@ -417,6 +436,19 @@ async fn new_report_starts_one_job_follows_it_and_notifies_success_once() {
         "reports/2026/11/21/sales.csv"
     );
     assert_eq!(published[0]["source_id"], SOURCE_ID);
+    let emails = aws.emails();
+    assert_eq!(emails.len(), 1);
+    let (subject, text) = &emails[0];
+    assert!(
+        subject.starts_with("sluice job job-1: SUCCEEDED in "),
+        "{subject}"
+    );
+    assert!(
+        text.starts_with("Job job-1 finished: it succeeded.\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nDetail:      1200 rows loaded\n"), "{text}");
+    assert!(text.contains("jobs table jobs, source_id "), "{text}");
     assert!(aws.invoked().is_empty());
     assert_eq!(
         aws.dynamodb[4].num_calls(),

@@ -9,6 +9,7 @@ mod config;
 mod event;
 mod handler;
 mod job_api;
+mod outcome_text;
 mod table;
 mod token;
 

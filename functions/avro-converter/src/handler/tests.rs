@@ -172,8 +172,9 @@ async fn converts_an_object_into_hourly_avro_files_traced_to_their_source() {
         .await
         .unwrap();
 
-    let hour9 = "avro/year=2024/month=05/day=14/hour=09/player 0001.avro";
-    let hour10 = "avro/year=2024/month=05/day=14/hour=10/player 0001.avro";
+    let tag = sluice_partition::source_tag(KEY);
+    let hour9 = &format!("avro/year=2024/month=05/day=14/hour=09/player 0001.{tag}.avro");
+    let hour10 = &format!("avro/year=2024/month=05/day=14/hour=10/player 0001.{tag}.avro");
     assert_eq!(
         summary.objects,
         [ObjectOutcome::Converted {
@@ -575,7 +576,7 @@ async fn sample_events_are_handled_as_documented() {
         .unwrap();
     assert!(
         matches!(&summary.objects[0], ObjectOutcome::Converted { key, files, .. }
-            if key == put_key && files[0] == "avro/year=2024/month=05/day=14/hour=09/player-events 09h (eu-west-1).avro"),
+            if key == put_key && files[0] == format!("avro/year=2024/month=05/day=14/hour=09/player-events 09h (eu-west-1).{}.avro", sluice_partition::source_tag(put_key))),
         "{summary:?}"
     );
     let summary = handler
