@@ -129,9 +129,12 @@ impl Snapshot {
 
     /// Merges every line; returns whether any changed the snapshot.
     pub fn merge_all<'a>(&mut self, lines: impl IntoIterator<Item = &'a TotalLine>) -> bool {
-        lines
-            .into_iter()
-            .fold(false, |changed, line| self.merge(line.clone()) || changed)
+        // Every line is merged (no short circuit); the result says whether any changed it.
+        let mut changed = false;
+        for line in lines {
+            changed |= self.merge(line.clone());
+        }
+        changed
     }
 
     pub fn get(&self, counter: &str) -> Option<&TotalLine> {
