@@ -4,31 +4,42 @@
 //! Instance table item (hash `Counter`, range `Date`):
 //!
 //! ```text
-//! { Counter: S, Date: S, Instances: M { <instance-id>: M { Value: N, Seq: S } } }
+//! { Counter: S, Date: S, Version: N, Instances: M { <instance-id>: M { Value: N, Seq: S } } }
 //! ```
 //!
-//! `Seq` is the [`OrderingStamp`] of the upload that wrote `Value`. One counter is
-//! recorded with one conditional `UpdateItem`:
+//! `Seq` is the [`OrderingStamp`] of the newest upload seen for that instance. One
+//! counter is recorded with one conditional `UpdateItem`:
 //!
 //! ```text
-//! SET Instances.<id> = {Value, Seq}
+//! SET Instances.<id> = {Value, Seq} ADD Version 1
 //! IF  attribute_not_exists(Instances.<id>)
-//!  OR (Instances.<id>.Seq <= :seq AND Instances.<id>.Value <> :val)
+//!  OR Instances.<id>.Seq < :seq
+//!  OR (Instances.<id>.Seq = :seq AND Instances.<id>.Value <> :val)
 //! ```
 //!
-//! so an upload older than the one that wrote the current value never
-//! overwrites it (lost-update guard), and an unchanged value writes nothing (no
-//! stream record, no aggregator work). Equal stamps pass the ordering half: on
-//! S3 an equal sequencer means the same event (its redelivery, same content),
-//! and the value half then makes it a no-op.
+//! - An upload older than the stored stamp never overwrites it (lost-update guard).
+//! - A *newer* upload is always written, even with an unchanged value: the stored
+//!   stamp always advances to the newest upload seen. Otherwise an older upload with
+//!   a different value, delivered after it, would pass the ordering check against the
+//!   stale stamp and win (A-B-A: `5`, `7`, `5` delivered in the order 1, 3, 2 ended
+//!   at `7`). Such a write changes only `Seq` (and `Version`); its stream record gives
+//!   the aggregator an unchanged total, which it does not write.
+//! - An equal stamp is, on S3, the same event (a redelivery, same content): with the
+//!   same value it fails the condition and writes nothing (idempotent, no stream
+//!   record). With a different value it is written: S3 never does that, but
+//!   emulators that give every event the same sequencer (LocalStack) do, and there
+//!   the newer upload must still count.
+//! - `Version` counts the item's writes: a monotonic version of the whole item that
+//!   its stream images carry, so counter-aggregator can tell an older image (a
+//!   replayed or redriven record) from a newer one.
 //!
 //! A document path cannot be set under a map that does not exist: on a new item
 //! (or an item without `Instances`) the update fails with a
 //! `ValidationException`. Only then the map is created with the entry in it
-//! (`SET Instances = {<id>: …} IF attribute_not_exists(Instances)`); if another
-//! writer created it first, that condition fails and the entry update is sent
-//! once more, now against an existing map (the map is never removed). The common
-//! case (item and map exist) is one request.
+//! (`SET Instances = {<id>: …} ADD Version 1 IF attribute_not_exists(Instances)`); if
+//! another writer created it first, that condition fails and the entry update is
+//! sent once more, now against an existing map (the map is never removed). The
+//! common case (item and map exist) is one request.
 
 use std::collections::HashMap;
 
@@ -57,20 +68,25 @@ pub mod attr {
     pub const INSTANCES: &str = "Instances";
     pub const VALUE: &str = "Value";
     pub const SEQ: &str = "Seq";
+    /// The item's write count (its stream images' order).
+    pub const VERSION: &str = "Version";
 }
 
-pub const SET_ENTRY: &str = "SET #inst.#id = :entry";
-pub const SET_ENTRY_IF_NEWER_AND_CHANGED: &str =
-    "attribute_not_exists(#inst.#id) OR (#inst.#id.#seq <= :seq AND #inst.#id.#val <> :val)";
-pub const CREATE_MAP: &str = "SET #inst = :map";
+pub const SET_ENTRY: &str = "SET #inst.#id = :entry ADD #ver :one";
+/// Newer always wins (the stamp advances even if the value is unchanged); an equal
+/// stamp only with a different value (see the module documentation).
+pub const SET_ENTRY_IF_NEWER: &str = "attribute_not_exists(#inst.#id) OR #inst.#id.#seq < :seq \
+     OR (#inst.#id.#seq = :seq AND #inst.#id.#val <> :val)";
+pub const CREATE_MAP: &str = "SET #inst = :map ADD #ver :one";
 pub const CREATE_MAP_IF_ABSENT: &str = "attribute_not_exists(#inst)";
 
 /// What happened to one counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
-    /// The value (and its stamp) were written: the stream carries a record.
+    /// The entry was written (a newer upload: its value and stamp, or only the
+    /// advanced stamp if the value is unchanged): the stream carries a record.
     Written,
-    /// The stored value is the same, or was written by a newer upload.
+    /// The stored entry is from this upload already, or from a newer one.
     NotNewer,
 }
 
@@ -405,6 +421,8 @@ impl Mapper {
             .key(attr::COUNTER, AttributeValue::S(cv.counter.clone()))
             .key(attr::DATE, AttributeValue::S(file_key.date.clone()))
             .expression_attribute_names("#inst", attr::INSTANCES)
+            .expression_attribute_names("#ver", attr::VERSION)
+            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
     }
 
     fn set_entry_request(
@@ -415,7 +433,7 @@ impl Mapper {
     ) -> UpdateItemFluentBuilder {
         self.item_update(file_key, cv)
             .update_expression(SET_ENTRY)
-            .condition_expression(SET_ENTRY_IF_NEWER_AND_CHANGED)
+            .condition_expression(SET_ENTRY_IF_NEWER)
             .expression_attribute_names("#id", &file_key.instance)
             .expression_attribute_names("#seq", attr::SEQ)
             .expression_attribute_names("#val", attr::VALUE)

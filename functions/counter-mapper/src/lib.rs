@@ -1,5 +1,5 @@
 //! counter-mapper: turns each instance's uploaded counter file into per-instance
-//! values in the instance table, so that a DynamoDB stream carries only changes.
+//! values in the instance table, so that a DynamoDB stream carries only newer uploads.
 //!
 //! - [`counter_file`]: the `COUNTER VALUE` file format (pure);
 //! - [`counter_key`]: `<prefix><YYYY-MM-DD>/values_<instance-id>` keys (pure);

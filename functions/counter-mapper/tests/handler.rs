@@ -13,13 +13,16 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 use counter_mapper::config::MapperConfig;
 use counter_mapper::handler::{
-    CREATE_MAP, CREATE_MAP_IF_ABSENT, Mapper, MapperError, SET_ENTRY,
-    SET_ENTRY_IF_NEWER_AND_CHANGED, Summary,
+    CREATE_MAP, CREATE_MAP_IF_ABSENT, Mapper, MapperError, SET_ENTRY, SET_ENTRY_IF_NEWER, Summary,
 };
 use serde_json::{Value, json};
 use sluice_aws::Deadline;
 use sluice_lambda::metrics::Metrics;
 use sluice_lambda::{Context, LambdaEvent};
+
+#[path = "support/fake_table.rs"]
+mod fake_table;
+use fake_table::FakeTable;
 
 const TABLE: &str = "counter-instances";
 const BUCKET: &str = "sluice-counters-000000000000";
@@ -159,16 +162,15 @@ async fn records_every_counter_with_the_stamp_and_value_in_the_condition() {
         req.key().unwrap().get("Date"),
         Some(&AttributeValue::S("2015-11-16".into()))
     );
-    assert_eq!(
-        req.condition_expression(),
-        Some(SET_ENTRY_IF_NEWER_AND_CHANGED)
-    );
+    assert_eq!(req.condition_expression(), Some(SET_ENTRY_IF_NEWER));
     let names = req.expression_attribute_names().unwrap();
     assert_eq!(names["#inst"], "Instances");
     assert_eq!(names["#id"], "i-deadbeef");
     assert_eq!(names["#seq"], "Seq");
     assert_eq!(names["#val"], "Value");
+    assert_eq!(names["#ver"], "Version");
     let values = req.expression_attribute_values().unwrap();
+    assert_eq!(values[":one"], AttributeValue::N("1".into()));
     assert_eq!(values[":seq"], AttributeValue::S(STAMP.into()));
     assert_eq!(values[":val"], AttributeValue::N("123456".into()));
     let entry = values[":entry"].as_m().unwrap();
@@ -554,4 +556,130 @@ async fn invoke_handles_the_sample_event_and_reports_errors_with_their_type() {
         .await
         .unwrap_err();
     assert_eq!(err.error_type, "InvalidEvent");
+}
+
+/// Three uploads of one instance's file (S3 sequencers increase with each upload).
+const VERSIONS: [(&str, &str, &str); 3] = [
+    ("v1", "0055AED6DCD90281E5", "C 5\n"),
+    ("v2", "0055AED6DCD90281E6", "C 7\n"),
+    ("v3", "0055AED6DCD90281E7", "C 5\n"),
+];
+
+fn stamp_of(sequencer: &str) -> String {
+    format!("{sequencer}{}", "0".repeat(32 - sequencer.len()))
+}
+
+/// Every version of the file, read by the version id the event names.
+fn versioned_files() -> Rule {
+    mock!(aws_sdk_s3::Client::get_object).then_compute_output(|req| {
+        let (_, _, body) = VERSIONS
+            .iter()
+            .find(|(id, _, _)| req.version_id() == Some(*id))
+            .expect("a known version");
+        GetObjectOutput::builder()
+            .body(ByteStream::from_static(body.as_bytes()))
+            .build()
+    })
+}
+
+/// The instance entry `(Value, Seq)` of counter `C` in the fake table, and the item's Version.
+fn stored_entry(table: &FakeTable) -> ((String, String), String) {
+    let item = table
+        .item(&[("Counter", "C"), ("Date", "2015-11-16")])
+        .expect("the item");
+    let entry = item["Instances"].as_m().unwrap()["i-deadbeef"]
+        .as_m()
+        .unwrap()
+        .clone();
+    (
+        (
+            entry["Value"].as_n().unwrap().clone(),
+            entry["Seq"].as_s().unwrap().clone(),
+        ),
+        item["Version"].as_n().unwrap().clone(),
+    )
+}
+
+async fn deliver(mapper: &Mapper, version: usize) -> Summary {
+    let (id, sequencer, _) = VERSIONS[version];
+    mapper
+        .handle(
+            &sns_event(KEY, Some(sequencer), Some(id)),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_upload_of_an_unchanged_value_advances_the_stamp_so_an_older_one_cannot_win() {
+    // A-B-A: `C 5`, `C 7`, `C 5`, delivered v1, v3, v2. The old condition
+    // (`Seq <= :seq AND Value <> :val`) left v1's stamp under v3's unchanged value,
+    // so v2 passed and the table ended at 7.
+    let table = FakeTable::new();
+    let (files, update) = (versioned_files(), table.rule());
+    let mapper = mapper(&[&files], &[&update]);
+
+    let first = deliver(&mapper, 0).await;
+    let third = deliver(&mapper, 2).await;
+    let second = deliver(&mapper, 1).await;
+    assert_eq!(
+        stored_entry(&table),
+        (("5".to_owned(), stamp_of(VERSIONS[2].1)), "2".to_owned()),
+        "ends at the newest upload's value and stamp; Version counts the two writes"
+    );
+    assert_eq!(first.written, 1);
+    assert_eq!(
+        (third.written, third.not_newer),
+        (1, 0),
+        "the newer upload records its stamp even though the value is unchanged"
+    );
+    assert_eq!(
+        (second.written, second.not_newer),
+        (0, 1),
+        "the older upload is refused"
+    );
+
+    // Idempotent: the newest version delivered again changes nothing and makes no
+    // stream record (so no aggregator work).
+    let records = table.stream().len();
+    let again = deliver(&mapper, 2).await;
+    assert_eq!((again.written, again.not_newer), (0, 1));
+    assert_eq!(table.stream().len(), records);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_delivery_order_with_redeliveries_ends_at_the_newest_upload() {
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for order in orders {
+        let table = FakeTable::new();
+        let (files, update) = (versioned_files(), table.rule());
+        let mapper = mapper(&[&files], &[&update]);
+        let mut written = 0;
+        // Each delivered twice in a row (SNS and Lambda's async retries both redeliver).
+        for version in order.into_iter().flat_map(|v| [v, v]) {
+            written += deliver(&mapper, version).await.written;
+        }
+        let ((value, seq), item_version) = stored_entry(&table);
+        assert_eq!(
+            (value.as_str(), seq.as_str()),
+            ("5", stamp_of(VERSIONS[2].1).as_str()),
+            "order {order:?}"
+        );
+        assert_eq!(
+            table.stream().len(),
+            written,
+            "one stream record per write, none for a redelivery: {order:?}"
+        );
+        assert!(written <= 3, "{order:?}: {written} writes");
+        assert_eq!(item_version, written.to_string(), "{order:?}");
+    }
 }
