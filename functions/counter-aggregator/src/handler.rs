@@ -3,17 +3,45 @@
 //! 1. Every `INSERT`/`MODIFY` record's new image is read as an [`InstanceItem`];
 //!    `REMOVE` records are skipped (a removed day changes no total worth keeping).
 //! 2. Records of the same key (`Counter`, `Date`) are coalesced: only the newest
-//!    image (highest sequence number) is summed and written — it already holds
-//!    every instance's latest value.
-//! 3. Each total is written with one conditional update:
+//!    image (highest item `Version`, then highest sequence number) is summed and
+//!    written — it already holds every instance's latest value.
+//! 3. Each total is written only if its image is not older than the one the total
+//!    came from: the image's `Version` (the instance item's write count, see
+//!    counter-mapper) is kept in the aggregate as `SourceVersion`, so a record
+//!    processed after a newer one (a replay, a redriven failure range, a retried
+//!    batch) can never put an older total back:
 //!
 //!    ```text
-//!    SET Value = :total, UpdatedAt = :now ADD Version :one
-//!    IF  attribute_not_exists(Value) OR Value <> :total
+//!    1. SET Value = :total, UpdatedAt = :now, SourceVersion = :src ADD Version 1
+//!       IF (attribute_not_exists(SourceVersion) OR SourceVersion <= :src)
+//!          AND (attribute_not_exists(Value) OR Value <> :total)     -> written
+//!    2. SET SourceVersion = :src
+//!       IF (attribute_not_exists(SourceVersion) OR SourceVersion < :src)
+//!          AND Value = :total                                        -> unchanged
+//!    3. SET SourceVersion = :src
+//!       IF attribute_not_exists(SourceVersion) OR SourceVersion < :src
+//!                                                      failed       -> stale
+//!    4. SET Value = :total, UpdatedAt = :now ADD Version 1
+//!       IF SourceVersion = :src AND Value <> :total      -> written (else unchanged)
 //!    ```
 //!
-//!    A failed condition means "unchanged": the normal no-op, not an error.
-//!    `Version` counts the writes, so "no write happened" is observable.
+//!    The common cases take one request (a changed total) or two (an unchanged
+//!    total from a newer image: 2 records the newer source version, so that an older
+//!    image with a different total is refused later — the aggregate's own A-B-A;
+//!    an exact redelivery: 2 fails on the equal version, 3 says "not newer"). Steps
+//!    3 and 4 only run when another writer changed the total between 1 and 2; a
+//!    failure between 3 and 4 is retried through the checkpoint, and step 1 (`<=`)
+//!    then writes the total under the version 3 recorded. A stale image is the
+//!    normal no-op ("already newer"), not an error.
+//!
+//!    `Version` still counts the changes of the total, by one, and nothing else
+//!    (counter-reporter's "newest `Version` wins"): step 2 changes only
+//!    `SourceVersion`, so the aggregate stream record it makes carries the same
+//!    `Version` and total, which the reporter already has.
+//!
+//!    An image without `Version` (written before the mapper recorded one) is written
+//!    as before, `IF attribute_not_exists(SourceVersion) AND Value <> :total`: it is
+//!    older than every versioned image of its item.
 //! 4. Failures (unreadable image, overflowing total, a write that still fails
 //!    after retries within the deadline) are reported with stream semantics: the
 //!    lowest sequence number among the failed records is the checkpoint, and Lambda
@@ -46,10 +74,37 @@ pub mod attr {
     pub const VALUE: &str = "Value";
     pub const UPDATED_AT: &str = "UpdatedAt";
     pub const VERSION: &str = "Version";
+    /// The instance item's `Version` the total was summed from (the ordering guard).
+    pub const SOURCE_VERSION: &str = "SourceVersion";
 }
 
-pub const WRITE_TOTAL: &str = "SET #val = :val, #at = :at ADD #ver :one";
-pub const WRITE_TOTAL_IF_CHANGED: &str = "attribute_not_exists(#val) OR #val <> :val";
+/// Step 1: the total and its source version, if the image is not older and the total changed.
+pub const WRITE_TOTAL: &str = "SET #val = :val, #at = :at, #src = :src ADD #ver :one";
+pub const WRITE_TOTAL_IF_NOT_OLDER_AND_CHANGED: &str = "(attribute_not_exists(#src) OR #src <= :src) \
+     AND (attribute_not_exists(#val) OR #val <> :val)";
+/// Steps 2 and 3: only the source version advances.
+pub const RESTAMP: &str = "SET #src = :src";
+pub const RESTAMP_IF_NEWER_AND_UNCHANGED: &str =
+    "(attribute_not_exists(#src) OR #src < :src) AND #val = :val";
+pub const RESTAMP_IF_NEWER: &str = "attribute_not_exists(#src) OR #src < :src";
+/// Step 4, and images without a version: the total alone.
+pub const WRITE_VALUE: &str = "SET #val = :val, #at = :at ADD #ver :one";
+pub const WRITE_VALUE_IF_RESTAMPED_AND_CHANGED: &str =
+    "#src = :src AND (attribute_not_exists(#val) OR #val <> :val)";
+pub const WRITE_VALUE_IF_UNVERSIONED_AND_CHANGED: &str =
+    "attribute_not_exists(#src) AND (attribute_not_exists(#val) OR #val <> :val)";
+
+/// What one total's write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalWrite {
+    /// The total changed and was written (`Version` + 1).
+    Written,
+    /// The total is already this image's (at most its source version advanced).
+    Unchanged,
+    /// The total is from this image (a redelivery) or a newer one already: this
+    /// record changes nothing ("already newer", not an error).
+    Stale,
+}
 
 /// Why a record failed (logged; its sequence number goes into the checkpoint).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -142,8 +197,11 @@ pub struct BatchOutcome {
     pub failures: Vec<RecordFailure>,
     /// Totals written (changed).
     pub written: usize,
-    /// Totals unchanged (condition failed).
+    /// Totals unchanged (at most their source version advanced).
     pub unchanged: usize,
+    /// Totals already from the batch's image or a newer one (redelivered or
+    /// replayed records).
+    pub stale: usize,
     /// Records folded into a newer record of the same key.
     pub coalesced: usize,
     pub removed: usize,
@@ -235,12 +293,7 @@ impl Aggregator {
                         item,
                     };
                     match latest.get(&key) {
-                        Some(current)
-                            if compare_sequence_numbers(
-                                &current.sequence_number,
-                                &candidate.sequence_number,
-                            ) == Ordering::Greater =>
-                        {
+                        Some(current) if newer_image(current, &candidate) == Ordering::Greater => {
                             outcome.coalesced += 1;
                         }
                         Some(_) => {
@@ -268,7 +321,7 @@ impl Aggregator {
         let now = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
-        let results: Vec<Result<UpdateOutcome, RecordFailure>> = stream::iter(writes)
+        let results: Vec<Result<TotalWrite, RecordFailure>> = stream::iter(writes)
             .map(|(newest, total)| {
                 let now = now.as_str();
                 async move {
@@ -277,22 +330,25 @@ impl Aggregator {
                             sequence_number: newest.sequence_number,
                         });
                     }
-                    update_conditional(
-                        self.write_total_request(&newest.item, total, now),
-                        &self.backoff,
-                        deadline,
-                    )
-                    .await
-                    .inspect(|outcome| {
-                        if matches!(outcome, UpdateOutcome::Applied { .. }) {
-                            tracing::info!(counter = %newest.item.counter, date = %newest.item.date,
-                                total, instances = newest.item.instances.len(), "total written");
-                        }
-                    })
-                    .map_err(|source| RecordFailure::Write {
-                        sequence_number: newest.sequence_number,
-                        source,
-                    })
+                    self.write_total(&newest.item, total, now, deadline)
+                        .await
+                        .inspect(|written| match written {
+                            TotalWrite::Written => {
+                                tracing::info!(counter = %newest.item.counter, date = %newest.item.date,
+                                    total, source_version = ?newest.item.version,
+                                    instances = newest.item.instances.len(), "total written");
+                            }
+                            TotalWrite::Stale => {
+                                tracing::info!(counter = %newest.item.counter, date = %newest.item.date,
+                                    source_version = ?newest.item.version, sequence_number = %newest.sequence_number,
+                                    "total already from a newer image; this older record changes nothing");
+                            }
+                            TotalWrite::Unchanged => {}
+                        })
+                        .map_err(|source| RecordFailure::Write {
+                            sequence_number: newest.sequence_number,
+                            source,
+                        })
                 }
             })
             .buffer_unordered(self.config.max_concurrent_updates)
@@ -300,8 +356,9 @@ impl Aggregator {
             .await;
         for result in results {
             match result {
-                Ok(UpdateOutcome::Applied { .. }) => outcome.written += 1,
-                Ok(UpdateOutcome::ConditionFailed) => outcome.unchanged += 1,
+                Ok(TotalWrite::Written) => outcome.written += 1,
+                Ok(TotalWrite::Unchanged) => outcome.unchanged += 1,
+                Ok(TotalWrite::Stale) => outcome.stale += 1,
                 Err(failure) => outcome.failures.push(failure),
             }
         }
@@ -318,33 +375,118 @@ impl Aggregator {
         metrics
             .count("Written", outcome.written as u64)
             .count("Unchanged", outcome.unchanged as u64)
+            .count("Stale", outcome.stale as u64)
             .count("Coalesced", outcome.coalesced as u64)
             .count("Removed", outcome.removed as u64)
             .count("FailedRecords", outcome.failures.len() as u64);
         tracing::info!(records = event.records.len(), written = outcome.written, unchanged = outcome.unchanged,
-            coalesced = outcome.coalesced, removed = outcome.removed, failed = outcome.failures.len(),
+            stale = outcome.stale, coalesced = outcome.coalesced, removed = outcome.removed, failed = outcome.failures.len(),
             checkpoint = ?outcome.checkpoint.first_failed(), "batch done");
         Ok(outcome)
     }
 
-    fn write_total_request(
+    /// One total, ordered by its image's source version (steps 1–4 of the module
+    /// documentation; one step for an image without a version).
+    async fn write_total(
         &self,
         item: &InstanceItem,
         total: i64,
         now: &str,
-    ) -> UpdateItemFluentBuilder {
-        self.dynamodb
-            .update_item()
-            .table_name(&self.config.aggregate_table)
-            .key(attr::COUNTER, AttributeValue::S(item.counter.clone()))
-            .key(attr::DATE, AttributeValue::S(item.date.clone()))
+        deadline: &Deadline,
+    ) -> Result<TotalWrite, DynamoError> {
+        let send = |request| update_conditional(request, &self.backoff, deadline);
+        // DynamoDB refuses names and values an expression does not use: each request
+        // carries exactly its own.
+        let value = || AttributeValue::N(total.to_string());
+        let at = || AttributeValue::S(now.to_owned());
+        let one = || AttributeValue::N("1".to_owned());
+        let Some(source) = item.version else {
+            let request = self
+                .key_request(item, &[VAL, AT, VER, SRC])
+                .update_expression(WRITE_VALUE)
+                .condition_expression(WRITE_VALUE_IF_UNVERSIONED_AND_CHANGED)
+                .expression_attribute_values(":val", value())
+                .expression_attribute_values(":at", at())
+                .expression_attribute_values(":one", one());
+            return Ok(match send(request).await? {
+                UpdateOutcome::Applied { .. } => TotalWrite::Written,
+                UpdateOutcome::ConditionFailed => TotalWrite::Unchanged,
+            });
+        };
+        let src = || AttributeValue::N(source.to_string());
+        let write = self
+            .key_request(item, &[VAL, AT, VER, SRC])
             .update_expression(WRITE_TOTAL)
-            .condition_expression(WRITE_TOTAL_IF_CHANGED)
-            .expression_attribute_names("#val", attr::VALUE)
-            .expression_attribute_names("#at", attr::UPDATED_AT)
-            .expression_attribute_names("#ver", attr::VERSION)
-            .expression_attribute_values(":val", AttributeValue::N(total.to_string()))
-            .expression_attribute_values(":at", AttributeValue::S(now.to_owned()))
-            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .condition_expression(WRITE_TOTAL_IF_NOT_OLDER_AND_CHANGED)
+            .expression_attribute_values(":val", value())
+            .expression_attribute_values(":at", at())
+            .expression_attribute_values(":one", one())
+            .expression_attribute_values(":src", src());
+        if let UpdateOutcome::Applied { .. } = send(write).await? {
+            return Ok(TotalWrite::Written);
+        }
+        let restamp = self
+            .key_request(item, &[VAL, SRC])
+            .update_expression(RESTAMP)
+            .condition_expression(RESTAMP_IF_NEWER_AND_UNCHANGED)
+            .expression_attribute_values(":val", value())
+            .expression_attribute_values(":src", src());
+        if let UpdateOutcome::Applied { .. } = send(restamp).await? {
+            return Ok(TotalWrite::Unchanged);
+        }
+        // Neither: the stored source version is not older (stale, or this very image
+        // already), or another writer changed the total since step 1. Claim the
+        // version first, then write the total under it.
+        let claim = self
+            .key_request(item, &[SRC])
+            .update_expression(RESTAMP)
+            .condition_expression(RESTAMP_IF_NEWER)
+            .expression_attribute_values(":src", src());
+        if let UpdateOutcome::ConditionFailed = send(claim).await? {
+            return Ok(TotalWrite::Stale);
+        }
+        let write_value = self
+            .key_request(item, &[VAL, AT, VER, SRC])
+            .update_expression(WRITE_VALUE)
+            .condition_expression(WRITE_VALUE_IF_RESTAMPED_AND_CHANGED)
+            .expression_attribute_values(":val", value())
+            .expression_attribute_values(":at", at())
+            .expression_attribute_values(":one", one())
+            .expression_attribute_values(":src", src());
+        Ok(match send(write_value).await? {
+            UpdateOutcome::Applied { .. } => TotalWrite::Written,
+            // The total is this image's already, or a newer image claimed it meanwhile.
+            UpdateOutcome::ConditionFailed => TotalWrite::Unchanged,
+        })
     }
+
+    /// An update of the item's aggregate, with these attribute names.
+    fn key_request(
+        &self,
+        item: &InstanceItem,
+        names: &[(&'static str, &'static str)],
+    ) -> UpdateItemFluentBuilder {
+        names.iter().fold(
+            self.dynamodb
+                .update_item()
+                .table_name(&self.config.aggregate_table)
+                .key(attr::COUNTER, AttributeValue::S(item.counter.clone()))
+                .key(attr::DATE, AttributeValue::S(item.date.clone())),
+            |request, (placeholder, name)| request.expression_attribute_names(*placeholder, *name),
+        )
+    }
+}
+
+const VAL: (&str, &str) = ("#val", attr::VALUE);
+const AT: (&str, &str) = ("#at", attr::UPDATED_AT);
+const VER: (&str, &str) = ("#ver", attr::VERSION);
+const SRC: (&str, &str) = ("#src", attr::SOURCE_VERSION);
+
+/// Which of two images of one key is newer: the item's `Version` first (an image
+/// without one is older than any with one), then the stream's sequence number.
+fn newer_image(a: &Latest, b: &Latest) -> Ordering {
+    a.item
+        .version
+        .cmp(&b.item.version)
+        .then_with(|| compare_sequence_numbers(&a.sequence_number, &b.sequence_number))
 }

@@ -1,8 +1,12 @@
 //! The counter-mapper's instance table item, as a stream image, and its total.
 //!
 //! ```text
-//! { Counter: S, Date: S, Instances: M { <instance-id>: M { Value: N, Seq: S } } }
+//! { Counter: S, Date: S, Version: N, Instances: M { <instance-id>: M { Value: N, Seq: S } } }
 //! ```
+//!
+//! `Version` counts the item's writes (counter-mapper adds one with each): the
+//! image's place in the item's history, whatever order the stream records arrive in.
+//! Images written before the mapper recorded it have none.
 //!
 //! The total is computed exactly (128-bit) and must fit a signed 64-bit integer:
 //! an overflowing total is an error for that record, never a wrapped number.
@@ -17,6 +21,9 @@ pub struct InstanceItem {
     pub counter: String,
     #[serde(rename = "Date")]
     pub date: String,
+    /// The item's write count when this image was taken (absent on older items).
+    #[serde(rename = "Version", default)]
+    pub version: Option<u64>,
     /// Absent on an item the mapper has not finished creating: total 0.
     #[serde(rename = "Instances", default)]
     pub instances: BTreeMap<String, InstanceEntry>,
@@ -63,6 +70,7 @@ mod tests {
         InstanceItem {
             counter: "COUNTER1".into(),
             date: "2015-11-16".into(),
+            version: None,
             instances: values
                 .iter()
                 .map(|(id, v)| {
@@ -117,6 +125,7 @@ mod tests {
         let image: serde_dynamo::Item = serde_json::from_value(serde_json::json!({
             "Counter": {"S": "COUNTER1"},
             "Date": {"S": "2015-11-16"},
+            "Version": {"N": "12"},
             "Instances": {"M": {
                 "i-deadbeef": {"M": {"Value": {"N": "123456"}, "Seq": {"S": "0055AED6DCD90281E500000000000000"}}},
                 "i-flub": {"M": {"Value": {"N": "-1000"}, "Seq": {"S": "0055AED6DCD90281E600000000000000"}}}
@@ -125,6 +134,7 @@ mod tests {
         .unwrap();
         let item: InstanceItem = serde_dynamo::from_item(image).unwrap();
         assert_eq!(item.total(), Ok(122456));
+        assert_eq!(item.version, Some(12));
         assert_eq!(
             item.instances["i-flub"].seq.as_deref(),
             Some("0055AED6DCD90281E600000000000000")

@@ -7,18 +7,22 @@ use aws_sdk_dynamodb::operation::update_item::{
     UpdateItemError, UpdateItemInput, UpdateItemOutput,
 };
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 use counter_aggregator::config::AggregatorConfig;
 use counter_aggregator::handler::{
-    Aggregator, BatchOutcome, RecordFailure, WRITE_TOTAL, WRITE_TOTAL_IF_CHANGED,
+    Aggregator, BatchOutcome, RecordFailure, WRITE_TOTAL, WRITE_TOTAL_IF_NOT_OLDER_AND_CHANGED,
+    WRITE_VALUE, WRITE_VALUE_IF_UNVERSIONED_AND_CHANGED,
 };
 use serde_json::{Value, json};
 use sluice_aws::Deadline;
 use sluice_events::aws_lambda_events::dynamodb::Event;
 use sluice_lambda::metrics::Metrics;
 use sluice_lambda::{Context, LambdaEvent};
+
+#[path = "../../counter-mapper/tests/support/fake_table.rs"]
+mod fake_table;
+use fake_table::{FakeTable, Item};
 
 const TABLE: &str = "counter-aggregates";
 const STAMP: &str = "0055AED6DCD90281E500000000000000";
@@ -49,7 +53,21 @@ fn image(counter: &str, values: &[(&str, i64)]) -> Value {
     json!({"Counter": {"S": counter}, "Date": {"S": "2015-11-16"}, "Instances": {"M": instances}})
 }
 
+/// A stream record; an image without `Version` gets the sequence number as its
+/// version (the instance item's write count grows with its stream records).
 fn record(name: &str, seq: &str, counter: &str, new_image: Option<Value>) -> Value {
+    let new_image = new_image.map(|mut img| {
+        if img.get("Version").is_none() {
+            img["Version"] = json!({"N": seq});
+        }
+        img
+    });
+    versionless_record(name, seq, counter, new_image)
+}
+
+/// A record whose image is exactly `new_image` (an item the mapper wrote before it
+/// recorded a `Version`).
+fn versionless_record(name: &str, seq: &str, counter: &str, new_image: Option<Value>) -> Value {
     let mut dynamodb = json!({
         "Keys": {"Counter": {"S": counter}, "Date": {"S": "2015-11-16"}},
         "SequenceNumber": seq, "SizeBytes": 200, "StreamViewType": "NEW_IMAGE",
@@ -149,19 +167,24 @@ async fn writes_the_seed_total_conditionally_with_a_version_bump() {
     let req = seen.lock().unwrap()[0].clone();
     assert_eq!(req.table_name(), Some(TABLE));
     assert_eq!(req.update_expression(), Some(WRITE_TOTAL));
-    assert_eq!(req.condition_expression(), Some(WRITE_TOTAL_IF_CHANGED));
+    assert_eq!(
+        req.condition_expression(),
+        Some(WRITE_TOTAL_IF_NOT_OLDER_AND_CHANGED)
+    );
     assert_eq!(total_of(&req), "191122");
     let names = req.expression_attribute_names().unwrap();
     assert_eq!(
         (
             names["#val"].as_str(),
             names["#at"].as_str(),
-            names["#ver"].as_str()
+            names["#ver"].as_str(),
+            names["#src"].as_str()
         ),
-        ("Value", "UpdatedAt", "Version")
+        ("Value", "UpdatedAt", "Version", "SourceVersion")
     );
     let values = req.expression_attribute_values().unwrap();
     assert_eq!(values[":one"], AttributeValue::N("1".into()));
+    assert_eq!(values[":src"], AttributeValue::N("100".into()));
     assert!(matches!(&values[":at"], AttributeValue::S(at) if at.ends_with('Z')));
     assert_eq!(
         req.key().unwrap()["Date"],
@@ -171,19 +194,99 @@ async fn writes_the_seed_total_conditionally_with_a_version_bump() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unchanged_total_is_the_normal_no_op() {
-    let unchanged = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
-        UpdateItemError::ConditionalCheckFailedException(
-            ConditionalCheckFailedException::builder().build(),
-        )
-    });
-    let outcome = run(
-        &[&unchanged],
-        vec![record("INSERT", "1", "C", Some(image("C", &[("i-1", 0)])))],
-    )
-    .await;
-    assert_eq!((outcome.written, outcome.unchanged), (0, 1));
+    let table = FakeTable::new();
+    let rule = table.rule();
+    let aggregator = aggregator(&[&rule]);
+    let batch = event(vec![record(
+        "INSERT",
+        "1",
+        "C",
+        Some(image("C", &[("i-1", 0)])),
+    )]);
+    let first = aggregator
+        .handle(&batch, &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    assert_eq!(first.written, 1);
+    // A newer image with the same total: only the source version advances.
+    let newer = event(vec![record(
+        "MODIFY",
+        "2",
+        "C",
+        Some(image("C", &[("i-1", 0)])),
+    )]);
+    let outcome = aggregator
+        .handle(&newer, &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.written, outcome.unchanged, outcome.stale),
+        (0, 1, 0)
+    );
     assert!(outcome.checkpoint.is_clean());
     assert!(outcome.failures.is_empty());
+    assert_eq!(aggregate(&table, "C"), (0, 1, Some(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_without_a_version_is_written_as_before_while_the_total_has_none() {
+    let (rule, seen) = recording_rule();
+    let outcome = run(
+        &[&rule],
+        vec![versionless_record(
+            "INSERT",
+            "1",
+            "C",
+            Some(image("C", &[("i-1", 4)])),
+        )],
+    )
+    .await;
+    assert_eq!(outcome.written, 1);
+    let req = seen.lock().unwrap()[0].clone();
+    assert_eq!(req.update_expression(), Some(WRITE_VALUE));
+    assert_eq!(
+        req.condition_expression(),
+        Some(WRITE_VALUE_IF_UNVERSIONED_AND_CHANGED)
+    );
+    assert!(
+        !req.expression_attribute_values()
+            .unwrap()
+            .contains_key(":src")
+    );
+
+    // Against the fake: written once, a redelivery changes nothing, and once a
+    // versioned image has been written an unversioned (older) one is refused.
+    let table = FakeTable::new();
+    let rule = table.rule();
+    let aggregator = aggregator(&[&rule]);
+    let old = event(vec![versionless_record(
+        "INSERT",
+        "1",
+        "C",
+        Some(image("C", &[("i-1", 4)])),
+    )]);
+    for _ in 0..2 {
+        aggregator
+            .handle(&old, &a_minute(), &mut metrics())
+            .await
+            .unwrap();
+    }
+    assert_eq!(aggregate(&table, "C"), (4, 1, None));
+    let versioned = event(vec![record(
+        "MODIFY",
+        "5",
+        "C",
+        Some(image("C", &[("i-1", 6)])),
+    )]);
+    aggregator
+        .handle(&versioned, &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    aggregator
+        .handle(&old, &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    assert_eq!(aggregate(&table, "C"), (6, 2, Some(5)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -469,4 +572,233 @@ async fn invoke_answers_with_the_partial_batch_response() {
         serde_json::to_value(response).unwrap(),
         json!({"batchItemFailures": [{"itemIdentifier": "77"}]})
     );
+}
+
+/// `(Value, Version, SourceVersion)` of counter's aggregate in the fake table.
+fn aggregate(table: &FakeTable, counter: &str) -> (i64, u64, Option<u64>) {
+    let item = table
+        .item(&[("Counter", counter), ("Date", "2015-11-16")])
+        .expect("the aggregate");
+    let n = |name: &str| {
+        item.get(name)
+            .map(|v| v.as_n().unwrap().parse::<u64>().unwrap())
+    };
+    (
+        item["Value"].as_n().unwrap().parse().unwrap(),
+        n("Version").unwrap(),
+        n("SourceVersion"),
+    )
+}
+
+fn number(item: &Item, name: &str) -> i64 {
+    item[name].as_n().unwrap().parse().unwrap()
+}
+
+/// counter-reporter's contract, over the aggregate table's stream: `Version` never
+/// goes back, and grows by exactly one with every change of the total (a record
+/// with the same `Version` carries the same total).
+fn assert_reporter_contract(table: &FakeTable) {
+    let stream = table.stream();
+    for pair in stream.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        let (v0, v1) = (number(before, "Version"), number(after, "Version"));
+        if number(before, "Value") == number(after, "Value") {
+            assert_eq!(v1, v0, "an unchanged total kept its Version: {pair:?}");
+        } else {
+            assert_eq!(v1, v0 + 1, "a changed total is Version + 1: {pair:?}");
+        }
+    }
+}
+
+fn batch_of(seq: &str, total: i64) -> Event {
+    event(vec![record(
+        "MODIFY",
+        seq,
+        "C",
+        Some(image("C", &[("i-1", total - 1), ("i-2", 1)])),
+    )])
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_older_record_replayed_after_a_newer_one_never_puts_the_old_total_back() {
+    let table = FakeTable::new();
+    let rule = table.rule();
+    let aggregator = aggregator(&[&rule]);
+    let older = batch_of("200", 12);
+    let newer = batch_of("300", 10);
+    aggregator
+        .handle(&older, &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    aggregator
+        .handle(&newer, &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    assert_eq!(aggregate(&table, "C"), (10, 2, Some(300)));
+    let records = table.stream().len();
+
+    // The replay (a redriven range, a retried batch) of the older record.
+    let mut m = metrics();
+    let replay = aggregator
+        .handle(&older, &a_minute(), &mut m)
+        .await
+        .unwrap();
+    assert_eq!(
+        aggregate(&table, "C"),
+        (10, 2, Some(300)),
+        "the old total came back"
+    );
+    assert_eq!((replay.written, replay.unchanged, replay.stale), (0, 0, 1));
+    assert!(
+        replay.checkpoint.is_clean(),
+        "already newer is not a failure"
+    );
+    assert!(replay.failures.is_empty());
+    assert_eq!(m.get("Stale"), Some(1.0));
+    assert_eq!(
+        table.stream().len(),
+        records,
+        "no aggregate change, no reporter work"
+    );
+
+    // The newest record delivered again: nothing either.
+    let again = aggregator
+        .handle(&newer, &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    assert_eq!((again.written, again.stale), (0, 1));
+    assert_eq!(table.stream().len(), records);
+    assert_reporter_contract(&table);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_total_from_a_newer_image_still_refuses_an_older_different_one() {
+    // The aggregate's own A-B-A: 10 (v1), 12 (v2), 10 (v3), processed v1, v3, v2.
+    let table = FakeTable::new();
+    let rule = table.rule();
+    let aggregator = aggregator(&[&rule]);
+    for seq in ["1", "3"] {
+        aggregator
+            .handle(&batch_of(seq, 10), &a_minute(), &mut metrics())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        aggregate(&table, "C"),
+        (10, 1, Some(3)),
+        "the source version advanced, the total's Version did not"
+    );
+    let late = aggregator
+        .handle(&batch_of("2", 12), &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    assert_eq!(late.stale, 1);
+    assert_eq!(aggregate(&table, "C"), (10, 1, Some(3)));
+    assert_reporter_contract(&table);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_processing_order_with_redeliveries_ends_at_the_newest_total() {
+    let images = [("1", 10), ("2", 12), ("3", 10)];
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for order in orders {
+        let table = FakeTable::new();
+        let rule = table.rule();
+        let aggregator = aggregator(&[&rule]);
+        for i in order.into_iter().flat_map(|i| [i, i]) {
+            let (seq, total) = images[i];
+            let outcome = aggregator
+                .handle(&batch_of(seq, total), &a_minute(), &mut metrics())
+                .await
+                .unwrap();
+            assert!(outcome.checkpoint.is_clean(), "{order:?}");
+        }
+        let (value, _, source) = aggregate(&table, "C");
+        assert_eq!((value, source), (10, Some(3)), "order {order:?}");
+        assert_reporter_contract(&table);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_total_changed_by_another_writer_between_the_steps_still_ends_newest() {
+    let table = FakeTable::new();
+    let rule = table.rule();
+    let aggregator = aggregator(&[&rule]);
+    aggregator
+        .handle(&batch_of("5", 10), &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    // Our record (v7, total 10) finds the total unchanged at step 1; before step 2 an
+    // older image (v6, total 12) is written by another invocation.
+    table.before_request(2, |items| {
+        let item = items.values_mut().next().unwrap();
+        item.insert("Value".into(), AttributeValue::N("12".into()));
+        item.insert("SourceVersion".into(), AttributeValue::N("6".into()));
+        item.insert("Version".into(), AttributeValue::N("2".into()));
+    });
+    let requests = table.requests();
+    let outcome = aggregator
+        .handle(&batch_of("7", 10), &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    assert_eq!(
+        table.requests() - requests,
+        4,
+        "write, restamp, claim, write"
+    );
+    assert_eq!(outcome.written, 1);
+    assert_eq!(aggregate(&table, "C"), (10, 3, Some(7)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claimed_version_whose_total_was_not_written_is_written_by_the_redelivery() {
+    // As left by a failure between step 3 (version claimed) and step 4.
+    let table = FakeTable::new();
+    table.put(
+        &["Counter", "Date"],
+        Item::from([
+            ("Counter".into(), AttributeValue::S("C".into())),
+            ("Date".into(), AttributeValue::S("2015-11-16".into())),
+            ("Value".into(), AttributeValue::N("12".into())),
+            ("Version".into(), AttributeValue::N("2".into())),
+            ("SourceVersion".into(), AttributeValue::N("7".into())),
+        ]),
+    );
+    let rule = table.rule();
+    let outcome = aggregator(&[&rule])
+        .handle(&batch_of("7", 10), &a_minute(), &mut metrics())
+        .await
+        .unwrap();
+    assert_eq!(outcome.written, 1);
+    assert_eq!(aggregate(&table, "C"), (10, 3, Some(7)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_keeps_the_image_with_the_highest_item_version() {
+    // An emulator may number a stale image after a newer one (LocalStack builds
+    // images by reading the item later): the item's Version decides, not the order.
+    let table = FakeTable::new();
+    let rule = table.rule();
+    let outcome = aggregator(&[&rule])
+        .handle(
+            &event(vec![
+                record("MODIFY", "20", "C", Some(json!({"Counter": {"S": "C"}, "Date": {"S": "2015-11-16"},
+                    "Version": {"N": "9"}, "Instances": {"M": {"i-1": {"M": {"Value": {"N": "9"}}}}}}))),
+                record("MODIFY", "21", "C", Some(json!({"Counter": {"S": "C"}, "Date": {"S": "2015-11-16"},
+                    "Version": {"N": "8"}, "Instances": {"M": {"i-1": {"M": {"Value": {"N": "8"}}}}}}))),
+            ]),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((outcome.written, outcome.coalesced), (1, 1));
+    assert_eq!(aggregate(&table, "C"), (9, 1, Some(9)));
 }
