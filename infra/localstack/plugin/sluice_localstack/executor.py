@@ -43,6 +43,7 @@ from localstack.services.lambda_.invocation.runtime_executor import (
     RuntimeExecutor,
 )
 
+from sluice_localstack import limits
 from sluice_localstack.process import (
     FunctionProcess,
     InitReported,
@@ -50,6 +51,7 @@ from sluice_localstack.process import (
     ProcessExited,
     Stopped,
 )
+from sluice_localstack.sandbox import MemoryCgroup, Sandbox, private_tmp_supported
 
 LOG = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ class HostRuntimeExecutor(RuntimeExecutor):
         self._process: FunctionProcess | None = None
         self._env: dict[str, str] = {}
         self._tmp_dir: Path | None = None
+        self._sandbox: Sandbox | None = None
         # the cold start's output and duration, reported with the first invocation
         self._init_output = ""
         self._init_duration_ms: float | None = None
@@ -137,6 +140,7 @@ class HostRuntimeExecutor(RuntimeExecutor):
 
     def start(self, env_vars: dict[str, str]) -> None:
         self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"lambda-{self.id[:12]}-"))
+        self._sandbox = self._make_sandbox()
         self._env = self._process_environment(env_vars)
         started = time.monotonic()
         try:
@@ -172,6 +176,28 @@ class HostRuntimeExecutor(RuntimeExecutor):
             process.kill()
         if self._tmp_dir:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
+        if self._sandbox and self._sandbox.cgroup:
+            self._sandbox.cgroup.remove()
+
+    def _make_sandbox(self) -> Sandbox:
+        """The memory and /tmp limits of this environment (see ``sandbox.py``)."""
+        cfg = self.function_version.config
+        memory = None
+        cgroup = None
+        if limits.enabled("memory"):
+            memory = int(cfg.memory_size) * 1024 * 1024
+            cgroup = MemoryCgroup.create(self.id, memory)
+        tmp_mb = None
+        if limits.enabled("tmp"):
+            code_dir = self._code_dir().resolve()
+            size = getattr(getattr(cfg, "ephemeral_storage", None), "size", None) or 512
+            if Path("/tmp") in (code_dir, *code_dir.parents):
+                LOG.warning(
+                    "sluice-host: function code under /tmp (%s); /tmp is not made private", code_dir
+                )
+            elif private_tmp_supported():
+                tmp_mb = int(size)
+        return Sandbox(cgroup=cgroup, memory_limit_bytes=memory, tmp_size_mb=tmp_mb)
 
     def _spawn(self) -> FunctionProcess:
         with self._lock:
@@ -183,6 +209,7 @@ class HostRuntimeExecutor(RuntimeExecutor):
                 env=self._env,
                 pid_dir=_pid_dir(),
                 label=f"{fv.id.function_name}:{fv.id.qualifier}/{self.id}",
+                sandbox=self._sandbox,
             )
             return self._process
 
@@ -202,7 +229,8 @@ class HostRuntimeExecutor(RuntimeExecutor):
             if value is not None and name not in _INIT_ONLY_VARIABLES
         )
         env["LAMBDA_TASK_ROOT"] = code_dir
-        env["TMPDIR"] = str(self._tmp_dir)
+        private_tmp = self._sandbox is not None and self._sandbox.tmp_size_mb is not None
+        env["TMPDIR"] = "/tmp" if private_tmp else str(self._tmp_dir)
         return env
 
     # --- invocations ---
@@ -265,17 +293,20 @@ class HostRuntimeExecutor(RuntimeExecutor):
             process.output.eof.wait(timeout=1)
             output = process.output.take()
             message = _exit_message(request_id, exited)
+            error_type = "Runtime.OutOfMemory" if process.out_of_memory else "Runtime.ExitError"
+            memory = int(self.function_version.config.memory_size) if process.out_of_memory else None
             return self._result(
                 request_id,
-                _error_document("Runtime.ExitError", message),
+                _error_document(error_type, message),
                 True,
                 before,
                 output,
                 started,
-                None,
+                memory,
                 init_ms,
                 "error",
-                [message, "Runtime.ExitError"],
+                [message, error_type],
+                error_type=error_type,
             )
         except Stopped as stopped:
             output = process.output.take()
@@ -293,6 +324,21 @@ class HostRuntimeExecutor(RuntimeExecutor):
             )
         output = process.output.take(settle=_LOG_SETTLE_SECONDS)
         memory = process.max_memory_mb()
+        too_large = limits.response_too_large(len(body)) if limits.enabled("payload") else None
+        if too_large:
+            return self._result(
+                request_id,
+                _error_document("Function.ResponseSizeTooLarge", too_large),
+                True,
+                before,
+                output,
+                started,
+                memory,
+                init_ms,
+                "error",
+                [f"{too_large} Function.ResponseSizeTooLarge"],
+                error_type="Function.ResponseSizeTooLarge",
+            )
         return self._result(request_id, body, is_error, before, output, started, memory, init_ms, None, [])
 
     def _timed_out(self, request_id, process, before, started, timeout_s, init_ms) -> InvocationResult:
@@ -335,6 +381,7 @@ class HostRuntimeExecutor(RuntimeExecutor):
         init_ms: float | None,
         status: str | None,
         notes: list[str],
+        error_type: str | None = None,
     ) -> InvocationResult:
         duration = (time.monotonic() - started) * 1000
         report = [
@@ -348,6 +395,8 @@ class HostRuntimeExecutor(RuntimeExecutor):
             report.append(f"Init Duration: {init_ms:.2f} ms")
         if status:
             report.append(f"Status: {status}")
+        if error_type:
+            report.append(f"Error Type: {error_type}")
         parts = [
             before,
             f"START RequestId: {request_id} Version: {self.function_version.id.qualifier}\n",

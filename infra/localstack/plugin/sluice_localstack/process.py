@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sluice_localstack.runtime_api import RuntimeApiServer
+from sluice_localstack.sandbox import RssWatchdog, Sandbox
 
 LOG = logging.getLogger(__name__)
 
@@ -55,14 +56,20 @@ class _Spawner:
                 cls._instance = _Spawner()
             return cls._instance
 
-    def spawn(self, **popen_kwargs) -> subprocess.Popen:
+    def spawn(self, preexec=None, **popen_kwargs) -> subprocess.Popen:
         result: Future[subprocess.Popen] = Future()
-        self._requests.put((popen_kwargs, result))
+        self._requests.put((preexec, popen_kwargs, result))
         return result.result()
 
     def _run(self):
         while True:
-            kwargs, result = self._requests.get()
+            preexec, kwargs, result = self._requests.get()
+
+            def in_child(preexec=preexec):
+                _die_with_parent()
+                if preexec is not None:
+                    preexec()
+
             try:
                 result.set_result(
                     subprocess.Popen(
@@ -71,7 +78,7 @@ class _Spawner:
                         stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT,  # one pipe keeps stdout/stderr lines in order
                         start_new_session=True,
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=in_child,
                         close_fds=True,
                     )
                 )
@@ -166,10 +173,9 @@ class ProcessExited(Exception):
     def __init__(self, returncode: int):
         self.returncode = returncode
         if returncode < 0:
-            try:
-                reason = f"signal: {signal.Signals(-returncode).name.removeprefix('SIG').lower()}"
-            except ValueError:
-                reason = f"signal {-returncode}"
+            # as Lambda words it (Go's signal names): "signal: killed", "signal: aborted"
+            name = signal.strsignal(-returncode)
+            reason = f"signal: {name.lower()}" if name else f"signal {-returncode}"
         else:
             reason = f"exit status {returncode}"
         super().__init__(reason)
@@ -203,8 +209,19 @@ class FunctionProcess:
     """One running ``bootstrap``. Implements the ``RuntimeSession`` its
     Runtime API server calls into."""
 
-    def __init__(self, *, code_dir: Path, env: dict[str, str], pid_dir: Path | None, label: str):
+    def __init__(
+        self,
+        *,
+        code_dir: Path,
+        env: dict[str, str],
+        pid_dir: Path | None,
+        label: str,
+        sandbox: Sandbox | None = None,
+    ):
         self.label = label
+        self.sandbox = sandbox
+        self._watchdog_killed = False
+        self._oom_kills_before = sandbox.cgroup.oom_kills() if sandbox and sandbox.cgroup else 0
         self.ready: Future[None] = Future()
         self._pid_dir = pid_dir
         self._pid_file: Path | None = None
@@ -222,13 +239,21 @@ class FunctionProcess:
         env = dict(env, AWS_LAMBDA_RUNTIME_API=self.server.address)
         self.started_at = time.monotonic()
         try:
-            self.popen = _Spawner.get().spawn(args=[str(code_dir / "bootstrap")], env=env, cwd=str(code_dir))
+            self.popen = _Spawner.get().spawn(
+                preexec=sandbox.preexec if sandbox else None,
+                args=[str(code_dir / "bootstrap")],
+                env=env,
+                cwd=str(code_dir),
+            )
         except BaseException:
             self.server.shutdown()
             self.server.server_close()
             raise
         self.pid = self.popen.pid
         self.output = OutputCapture(self.popen.stdout)
+        self._watchdog = None
+        if sandbox and sandbox.cgroup is None and sandbox.memory_limit_bytes:
+            self._watchdog = RssWatchdog(self.pid, sandbox.memory_limit_bytes, self._mark_watchdog_kill)
         self._record_pid()
         threading.Thread(target=self._wait, name=f"sluice-host-wait-{label}", daemon=True).start()
 
@@ -275,6 +300,17 @@ class FunctionProcess:
     def submit(self, invocation: Invocation) -> None:
         self._queue.put(invocation)
 
+    def _mark_watchdog_kill(self) -> None:
+        self._watchdog_killed = True
+
+    @property
+    def out_of_memory(self) -> bool:
+        """Whether the process was killed for passing its memory limit."""
+        if self._watchdog_killed:
+            return True
+        cgroup = self.sandbox.cgroup if self.sandbox else None
+        return cgroup is not None and cgroup.oom_kills() > self._oom_kills_before
+
     def max_memory_mb(self) -> int | None:
         try:
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -305,6 +341,8 @@ class FunctionProcess:
 
     def _wait(self):
         self.returncode = self.popen.wait()
+        if self._watchdog:
+            self._watchdog.stop()
         # the bootstrap is gone; end anything it left in its session too
         try:
             os.killpg(self.pid, signal.SIGKILL)
