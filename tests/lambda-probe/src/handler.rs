@@ -4,7 +4,8 @@
 //! |---|---|
 //! | SQS / Kinesis / DynamoDB Streams batch | one `PROBE-RECORD` line per record; a record whose content contains `probe-fail-once` is reported in `batchItemFailures` on its first delivery, `probe-fail-always` on every delivery |
 //! | S3 notification, SNS message | one `PROBE-S3` / `PROBE-SNS` line per record |
-//! | API Gateway REST proxy request | `statusCode` from the `status` query parameter (default 200), JSON body describing the request |
+//! | API Gateway REST proxy request | `statusCode` from the `status` query parameter (default 200), after sleeping `sleep_ms` if given; JSON body describing the request |
+//! | `respond_bytes`, `allocate_mb`, `tmp`, `chain` | Lambda limits, see `limits.rs` |
 //! | anything else (direct invoke) | `{"sleep_ms": n}` sleeps, `{"log": "m"}` writes `m` to stdout and stderr, `{"exit": code}` exits the process, `{"fail": "msg"}` fails with error type `ProbeFailure`; otherwise echoes the event with the invocation context |
 
 use std::collections::HashMap;
@@ -78,7 +79,7 @@ pub async fn handle(event: LambdaEvent<Value>) -> Result<Value, ProbeError> {
         Some("aws:dynamodb") => dynamodb_batch(payload),
         Some("aws:s3") => Ok(s3_notification(payload)),
         Some("aws:sns") => Ok(sns_message(payload)),
-        _ if payload.get("httpMethod").is_some() => Ok(api_gateway(payload)),
+        _ if payload.get("httpMethod").is_some() => Ok(api_gateway(payload).await),
         _ => direct(payload, &context).await,
     }
 }
@@ -228,7 +229,7 @@ fn sns_message(event: Value) -> Value {
     }
 }
 
-fn api_gateway(event: Value) -> Value {
+async fn api_gateway(event: Value) -> Value {
     let request: ApiGatewayProxyRequest = match serde_json::from_value(event) {
         Ok(request) => request,
         Err(e) => return proxy_response(400, json!({ "error": e.to_string() })),
@@ -238,6 +239,13 @@ fn api_gateway(event: Value) -> Value {
         .first("status")
         .and_then(|status| status.parse().ok())
         .unwrap_or(200);
+    if let Some(ms) = request
+        .query_string_parameters
+        .first("sleep_ms")
+        .and_then(|ms| ms.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     println!(
         "PROBE-HTTP method={} path={} status={status}",
         request.http_method,
@@ -267,6 +275,18 @@ fn proxy_response(status: i64, body: Value) -> Value {
 }
 
 async fn direct(payload: Value, context: &Context) -> Result<Value, ProbeError> {
+    if let Some(n) = payload.get("respond_bytes").and_then(Value::as_u64) {
+        return Ok(crate::limits::respond_bytes(n));
+    }
+    if let Some(mb) = payload.get("allocate_mb").and_then(Value::as_u64) {
+        return Ok(crate::limits::allocate(mb));
+    }
+    if let Some(spec) = payload.get("tmp") {
+        return Ok(crate::limits::tmp(spec).await);
+    }
+    if let Some(spec) = payload.get("chain") {
+        return crate::limits::chain(spec, context.xray_trace_id.as_deref()).await;
+    }
     if let Some(ms) = payload.get("sleep_ms").and_then(Value::as_u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -12,6 +12,7 @@
 
 mod handler;
 mod init_error;
+mod limits;
 
 use lambda_runtime::{Error, run, service_fn};
 
