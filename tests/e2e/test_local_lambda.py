@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
+import botocore.exceptions
 import pytest
 
 from conftest import ACCOUNT, ENDPOINT, REGION, invoke, log_lines, marker, wait_until
@@ -371,8 +372,187 @@ def test_api_gateway_proxy_integration_returns_the_function_status_and_body(prob
     assert body["method"] == "POST" and body["body"] == '{"n": 1}'
 
 
+def test_api_gateway_refuses_a_body_over_10_mb_and_times_out_at_the_integration_timeout(probe):
+    base = f"{ENDPOINT}/_aws/execute-api/{probe['ApiId']}/{probe['ApiStageName']}"
+
+    status, body = http("POST", f"{base}/big", body=b"x" * (10 * 1024 * 1024 + 1))
+    assert (status, body) == (413, {"message": "Request Too Long"})
+
+    started = time.monotonic()
+    status, body = http("GET", f"{base}/slow?sleep_ms=6000")  # TimeoutInMillis: 3000
+    assert (status, body) == (504, {"message": "Endpoint request timed out"})
+    assert time.monotonic() - started < 5.5
+    status, _ = http("GET", f"{base}/quick?sleep_ms=500")
+    assert status == 200
+
+
 def test_functions_run_in_the_account_and_region_of_the_stack(probe, aws):
     configuration = aws("lambda").get_function(FunctionName=probe["ProbeFunctionName"])["Configuration"]
     assert configuration["FunctionArn"].startswith(f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:")
     assert configuration["State"] == "Active"
     assert configuration["Runtime"] == "provided.al2023"
+
+
+# --- Lambda's limits (infra/localstack/plugin: limits.py, sandbox.py, hooks.py) ---
+
+MB = 1024 * 1024
+
+
+def client_error_code(call) -> tuple[str, int]:
+    """(error code, HTTP status) of a boto3 call expected to fail."""
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        call()
+    return caught.value.response["Error"]["Code"], caught.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_a_response_over_6_mb_fails_as_on_aws_and_one_just_under_passes(probe):
+    name = probe["ProbeFunctionName"]
+
+    response, payload = invoke(name, {"respond_bytes": 6 * MB})
+    assert "FunctionError" not in response
+    assert len(json.dumps(payload)) == 6 * MB
+
+    response, payload = invoke(name, {"respond_bytes": 6 * MB + 101})
+    assert response["FunctionError"] == "Unhandled"
+    assert payload == {
+        "errorType": "Function.ResponseSizeTooLarge",
+        "errorMessage": "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
+    }
+
+
+def test_request_payloads_over_the_sync_and_async_limits_are_refused(probe, aws):
+    name = probe["ProbeFunctionName"]
+    lam = aws("lambda", retries={"max_attempts": 1})
+    tag = marker()
+
+    def padded(size: int, **fields) -> bytes:
+        body = json.dumps({**fields, "pad": ""})
+        return json.dumps({**fields, "pad": "x" * (size - len(body))}).encode()
+
+    code, status = client_error_code(lambda: lam.invoke(FunctionName=name, Payload=padded(6 * MB + 1)))
+    assert (code, status) == ("RequestEntityTooLargeException", 413)
+    code, status = client_error_code(
+        lambda: lam.invoke(FunctionName=name, InvocationType="Event", Payload=padded(MB + 1))
+    )
+    assert (code, status) == ("RequestEntityTooLargeException", 413)
+
+    # under the limits: a 5 MB synchronous and a 300 KB asynchronous event run
+    response = lam.invoke(FunctionName=name, Payload=padded(5 * MB, echo_size=True))
+    assert "FunctionError" not in response
+    assert len(json.loads(response["Payload"].read())["echo"]["pad"]) > 5 * MB - 100
+    response = lam.invoke(FunctionName=name, InvocationType="Event", Payload=padded(300 * 1024, log=tag))
+    assert response["StatusCode"] == 202
+    wait_until(lambda: log_lines(name, contains=f"PROBE-LOG stdout {tag}"), timeout=60)
+
+
+def test_a_function_allocating_past_its_memory_is_killed_and_reported_out_of_memory(probe):
+    name = probe["ProbeFunctionName"]  # MemorySize: 128
+
+    response, payload = invoke(name, {"allocate_mb": 64})
+    assert "FunctionError" not in response and payload["allocated_mb"] == 64
+
+    response, payload = invoke(name, {"allocate_mb": 256}, LogType="Tail")
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Runtime.OutOfMemory"
+    assert "Runtime exited with error: signal: killed" in payload["errorMessage"]
+    request_id = response["ResponseMetadata"]["RequestId"]
+    report = wait_until(
+        lambda: next(
+            (line for line in log_lines(name) if line.startswith(f"REPORT RequestId: {request_id}")), None
+        ),
+        timeout=30,
+        message="the REPORT line of the killed invocation",
+    )
+    assert "Memory Size: 128 MB" in report and "Max Memory Used: 128 MB" in report
+    assert "Error Type: Runtime.OutOfMemory" in report
+    # the environment starts afresh
+    response, payload = invoke(name, {"echo": "after"})
+    assert "FunctionError" not in response
+
+
+def test_two_environments_never_see_each_others_tmp_and_tmp_has_its_configured_size(probe):
+    name = probe["SmallTmpProbeFunctionName"]  # EphemeralStorage: 512 MB
+    tag = marker()
+    results = {}
+
+    def call(label: str, sleep_ms: int):
+        results[label] = invoke(name, {"tmp": {"write": f"{label}-{tag}", "bytes": 1024, "sleep_ms": sleep_ms}})[1]
+
+    first = threading.Thread(target=call, args=("one", 4000))
+    first.start()
+    time.sleep(1.5)  # the first environment is busy: the second call gets its own
+    call("two", 0)
+    first.join()
+
+    one, two = results["one"], results["two"]
+    assert one["pid"] != two["pid"]
+    assert one["write"] == {"ok": True} and two["write"] == {"ok": True}
+    assert f"one-{tag}" in one["tmp"] and f"two-{tag}" not in one["tmp"]
+    assert f"two-{tag}" in two["tmp"] and f"one-{tag}" not in two["tmp"]
+    assert one["tmpdir"] == "/tmp"
+
+    _, over = invoke(name, {"tmp": {"write": f"big-{tag}", "bytes": 600 * MB}})
+    assert over["write"]["ok"] is False
+    assert "No space left on device" in over["write"]["error"]
+    _, fits = invoke(name, {"tmp": {"write": f"fits-{tag}", "bytes": 400 * MB}})
+    assert fits["write"] == {"ok": True}
+
+
+def chain_hops(function_name: str, chain_id: str) -> list[int]:
+    return sorted(
+        int(line.split(" hop=")[1].split()[0])
+        for line in log_lines(function_name, contains=f"PROBE-CHAIN id={chain_id} ")
+    )
+
+
+@pytest.mark.timeout(300)
+def test_a_self_invoking_chain_stops_at_the_17th_hop_unless_recursive_loop_is_allow(probe, aws):
+    lam = aws("lambda")
+    stopped, allowed = probe["ChainProbeFunctionName"], probe["AllowChainProbeFunctionName"]
+    assert lam.get_function_recursion_config(FunctionName=allowed)["RecursiveLoop"] == "Allow"
+    assert lam.get_function_recursion_config(FunctionName=stopped)["RecursiveLoop"] == "Terminate"
+    tag = marker()
+
+    for function in (stopped, allowed):
+        lam.invoke(
+            FunctionName=function,
+            InvocationType="Event",
+            Payload=json.dumps({"chain": {"id": tag, "hop": 1, "until": 20}}),
+        )
+
+    record = wait_until(
+        lambda: receive_one(
+            aws("sqs"),
+            probe["ChainFailureQueueUrl"],
+            lambda b: b["requestPayload"].get("chain", {}).get("id") == tag,
+        ),
+        timeout=240,
+        message="the stopped hop in the on-failure destination",
+    )
+    assert record["requestContext"]["condition"] == "RecursiveInvocationException"
+    assert record["requestPayload"]["chain"]["hop"] == 17
+    assert chain_hops(stopped, tag) == list(range(1, 17))
+    wait_until(lambda: chain_hops(allowed, tag) == list(range(1, 21)), timeout=240, message="20 hops with Allow")
+    assert wait_until(lambda: log_lines(allowed, contains=f"PROBE-CHAIN id={tag} hop=20 "), timeout=10)
+
+
+def test_an_invocation_beyond_reserved_concurrency_is_throttled(probe, aws):
+    name = probe["ReservedProbeFunctionName"]  # ReservedConcurrentExecutions: 1
+    lam = aws("lambda", retries={"max_attempts": 1})
+    assert lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 1
+    invoke(name, {"warm": True})
+    results = {}
+
+    def busy():
+        results["busy"] = invoke(name, {"sleep_ms": 4000})
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    time.sleep(1.5)
+    code, status = client_error_code(lambda: lam.invoke(FunctionName=name, Payload=b'{"n": 2}'))
+    thread.join()
+
+    assert (code, status) == ("TooManyRequestsException", 429)
+    assert "FunctionError" not in results["busy"][0]
+    response = lam.invoke(FunctionName=name, Payload=b'{"n": 3}')
+    assert "FunctionError" not in response
