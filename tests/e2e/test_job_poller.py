@@ -8,9 +8,10 @@ process. Its base URL is the stack parameter JobApiBaseUrl, its bearer token the
 secret the stack generated. Each job's duration is chosen by a word in its object key.
 
 The stack is deployed with a short function timeout (4 s, 1 s of it kept back as the
-safety margin) so that a job of ~10 s needs several generations, and a budget of 8
-generations so that a very long job runs out. It subscribes a person too (AlertEmail):
-LocalStack hands SNS email to its SES store, where the test reads it. AlertHttpsEndpoint is
+safety margin) so that a job of ~10 s needs several generations, and a budget of 18
+generations (past the 16 Lambda's recursion detection lets a chain reach without
+``RecursiveLoop: Allow``) so that a very long job runs out of its own budget. It
+subscribes a person too (AlertEmail): LocalStack hands SNS email to its SES store, where the test reads it. AlertHttpsEndpoint is
 not deployed here: LocalStack's AWS::SNS::Subscription records an unconfirmed http(s)
 subscription as "pending confirmation" and then cannot delete it, so the stack would not delete.
 """
@@ -26,7 +27,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from conftest import ENDPOINT, log_lines, marker, wait_until
 
 TIMEOUT_SECONDS = 4
-MAX_GENERATIONS = 8
+MAX_GENERATIONS = 18  # past the 16 invocations Lambda's recursion detection allows without RecursiveLoop: Allow
 PREFIX = "reports/"
 ALERT_EMAIL = f"sluice-ops+{marker()}@example.com"
 # The outcome JSON as SQS subscribers have always received it: these fields, in this order.
