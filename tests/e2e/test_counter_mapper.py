@@ -282,13 +282,33 @@ def test_an_older_upload_delivered_late_does_not_overwrite_the_newer_value(pipel
     wait_total(pipeline, date, "COUNTER1", 105)
 
 
+def error_records(outputs, date, instance) -> list[dict]:
+    """The error objects kept for one instance's file of `date`, their records in order."""
+    s3 = client("s3")
+    prefix = f"{outputs['CounterErrorPrefix']}{counter_key(outputs, date, instance)}."
+    listed = s3.list_objects_v2(Bucket=outputs["CountersBucketName"], Prefix=prefix).get("Contents", [])
+    records = []
+    for entry in sorted(listed, key=lambda e: e["Key"]):
+        body = s3.get_object(Bucket=outputs["CountersBucketName"], Key=entry["Key"])["Body"].read()
+        records += [json.loads(line) for line in body.decode().splitlines()]
+    return records
+
+
 @pytest.mark.timeout(600)
 def test_malformed_lines_and_foreign_keys_are_skipped_the_rest_counts(pipeline):
     date = unique_date()
-    upload(pipeline, date, "i-mixed", "GOOD 5\nBAD five\n\nALSO BAD 1 2\nNEG -3\n")
+    version = upload(pipeline, date, "i-mixed", "GOOD 5\nBAD five\n\nALSO BAD 1 2\nNEG -3\n")
     wait_total(pipeline, date, "GOOD", 5)
     wait_total(pipeline, date, "NEG", -3)
     assert set(aggregates(pipeline, date)) == {"GOOD", "NEG"}
+
+    # The lines that did not count are kept with the file, line number, line and reason.
+    kept = wait_until(lambda: error_records(pipeline, date, "i-mixed"), timeout=60, message="error object")
+    source = f"s3://{pipeline['CountersBucketName']}/{counter_key(pipeline, date, 'i-mixed')}"
+    assert [(r["source"], r["version_id"], r["line"], r["text"], r["reason_code"]) for r in kept] == [
+        (source, version, 2, "BAD five", "bad_value"),
+        (source, version, 4, "ALSO BAD 1 2", "too_many_fields"),
+    ]
 
     # Keys outside the layout are skipped (not retried), nothing recorded.
     s3 = client("s3")
@@ -304,7 +324,8 @@ def test_malformed_lines_and_foreign_keys_are_skipped_the_rest_counts(pipeline):
                              "object": {"key": f"{pipeline['CounterPrefix']}not-a-date/values_i-x",
                                         "sequencer": LOCALSTACK_SEQUENCER}}}]},
     )
-    assert summary == {"files": 0, "skipped": 1, "counters": 0, "written": 0, "not_newer": 0, "malformed_lines": 0}
+    assert summary == {"files": 0, "skipped": 1, "counters": 0, "written": 0, "not_newer": 0,
+                       "malformed_lines": 0, "error_records": 0}
 
     # An event the mapper cannot order fails the invocation with its reason (async: retried,
     # then the on-failure queue).
@@ -313,6 +334,41 @@ def test_malformed_lines_and_foreign_keys_are_skipped_the_rest_counts(pipeline):
     )
     assert response.get("FunctionError"), body
     assert body["errorType"] == "UnorderedUpload", body
+
+
+@pytest.mark.timeout(600)
+def test_a_forged_notification_naming_another_bucket_changes_nothing(pipeline, aws):
+    date = unique_date()
+    upload(pipeline, date, "i-real", "COUNTER1 10\n")
+    wait_total(pipeline, date, "COUNTER1", 10)
+    before = instance_entries(pipeline, "COUNTER1", date)
+
+    # another bucket, the highest possible stamp: would win every ordering check
+    forged = counter_s3_event(pipeline, date, "i-real", None, "F" * 18, bucket="someone-elses-bucket")
+    response, body = invoke(pipeline["CounterMapperFunctionName"], forged)
+
+    assert response.get("FunctionError"), body
+    assert body["errorType"] == "ForeignBucket", body
+    assert "someone-elses-bucket" in body["errorMessage"]
+    assert instance_entries(pipeline, "COUNTER1", date) == before
+    assert aggregates(pipeline, date)["COUNTER1"]["Value"] == 10
+    # and only the counters bucket may publish to the uploads topic
+    policy = json.loads(
+        aws("sns").get_topic_attributes(TopicArn=pipeline["CounterUploadsTopicArn"])["Attributes"]["Policy"]
+    )
+    (statement,) = policy["Statement"]
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == f"arn:aws:s3:::{pipeline['CountersBucketName']}"
+
+
+def test_a_notification_sns_cannot_deliver_is_kept_in_a_queue(pipeline, aws):
+    sns = aws("sns")
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=pipeline["CounterUploadsTopicArn"])["Subscriptions"]
+    (mapper,) = [s for s in subscriptions if s["Protocol"] == "lambda"]
+    attributes = sns.get_subscription_attributes(SubscriptionArn=mapper["SubscriptionArn"])["Attributes"]
+    queue_arn = aws("sqs").get_queue_attributes(
+        QueueUrl=pipeline["CounterUploadsDeliveryQueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": queue_arn}
 
 
 @pytest.mark.timeout(900)

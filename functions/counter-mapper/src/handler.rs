@@ -50,14 +50,14 @@ use serde::Serialize;
 use serde_json::Value;
 use sluice_aws::{
     Backoff, Deadline, DynamoError, S3Error, UpdateOutcome, get_object_version_bytes,
-    update_conditional,
+    put_object_bytes, update_conditional,
 };
 use sluice_events::{EnvelopeError, S3Notice, S3ObjectEvent, s3_notices_from_value};
 use sluice_lambda::metrics::Metrics;
 use sluice_lambda::{FunctionError, LambdaEvent};
 
 use crate::config::MapperConfig;
-use crate::counter_file::{CounterValue, parse_counter_file};
+use crate::counter_file::{CounterValue, MalformedLine, parse_counter_file};
 use crate::counter_key::CounterFileKey;
 use crate::stamp::{OrderingStamp, StampError};
 
@@ -108,6 +108,69 @@ pub struct Summary {
     pub written: usize,
     pub not_newer: usize,
     pub malformed_lines: usize,
+    /// Error objects written (one per file with lines or a file that did not count).
+    pub error_records: usize,
+}
+
+/// Longest line text kept in an error record, in bytes.
+pub const MAX_KEPT_LINE_BYTES: usize = 64 * 1024;
+
+/// One line of an error object: what did not count, where it was and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorRecord {
+    /// `s3://<bucket>/<key>`
+    pub source: String,
+    pub version_id: Option<String>,
+    pub sequencer: Option<String>,
+    /// 1-based line number; none when the whole file did not count.
+    pub line: Option<usize>,
+    /// The line as uploaded (invalid UTF-8 replaced), at most [`MAX_KEPT_LINE_BYTES`].
+    pub text: Option<String>,
+    pub reason: String,
+    /// A stable short name (`bad_value`, `missing_object`, …).
+    pub reason_code: &'static str,
+}
+
+/// `<error prefix><file key>.<stamp>.errors.jsonl`: one object per upload (the
+/// stamp tells the versions of a file apart), the same key and bytes for a
+/// redelivery.
+pub fn error_key(error_prefix: &str, key: &str, stamp: &OrderingStamp) -> String {
+    format!("{error_prefix}{key}.{}.errors.jsonl", stamp.as_str())
+}
+
+fn line_records(
+    object: &S3ObjectEvent,
+    bytes: &[u8],
+    malformed: &[MalformedLine],
+) -> Vec<ErrorRecord> {
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    malformed
+        .iter()
+        .map(|bad| {
+            let raw = lines.get(bad.line - 1).copied().unwrap_or_default();
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let raw = &raw[..raw.len().min(MAX_KEPT_LINE_BYTES)];
+            ErrorRecord {
+                line: Some(bad.line),
+                text: Some(String::from_utf8_lossy(raw).into_owned()),
+                reason: bad.problem.to_string(),
+                reason_code: bad.problem.reason(),
+                ..file_record(object, String::new(), "")
+            }
+        })
+        .collect()
+}
+
+fn file_record(object: &S3ObjectEvent, reason: String, reason_code: &'static str) -> ErrorRecord {
+    ErrorRecord {
+        source: format!("s3://{}/{}", object.bucket, object.key),
+        version_id: object.version_id.clone(),
+        sequencer: object.sequencer.clone(),
+        line: None,
+        text: None,
+        reason,
+        reason_code,
+    }
 }
 
 /// One counter that was not recorded.
@@ -143,8 +206,23 @@ pub enum MapperError {
         #[source]
         source: StampError,
     },
+    #[error(
+        "s3://{bucket}/{key}: not the counters bucket ({expected}); a forged or misrouted notification, nothing recorded"
+    )]
+    ForeignBucket {
+        bucket: String,
+        key: String,
+        expected: String,
+    },
     #[error(transparent)]
     Read(S3Error),
+    #[error("s3://{bucket}/{key}: its error record could not be kept: {source}")]
+    KeepErrors {
+        bucket: String,
+        key: String,
+        #[source]
+        source: S3Error,
+    },
     #[error(
         "s3://{bucket}/{key}: {failed} of {total} counter updates failed (the others are recorded; redelivery is safe); first: {first}"
     )]
@@ -164,8 +242,12 @@ impl MapperError {
     /// reported error type and the log level.)
     pub fn is_retryable(&self) -> bool {
         match self {
-            MapperError::Envelope(_) | MapperError::Unordered { .. } => false,
-            MapperError::Read(err) => err.is_transient(),
+            MapperError::Envelope(_)
+            | MapperError::Unordered { .. }
+            | MapperError::ForeignBucket { .. } => false,
+            MapperError::Read(err) | MapperError::KeepErrors { source: err, .. } => {
+                err.is_transient()
+            }
             MapperError::Updates { retryable, .. } => *retryable,
         }
     }
@@ -175,8 +257,11 @@ impl MapperError {
         match self {
             MapperError::Envelope(_) => "InvalidEvent",
             MapperError::Unordered { .. } => "UnorderedUpload",
+            MapperError::ForeignBucket { .. } => "ForeignBucket",
             MapperError::Read(_) if self.is_retryable() => "TransientReadError",
             MapperError::Read(_) => "ReadError",
+            MapperError::KeepErrors { .. } if self.is_retryable() => "TransientKeepError",
+            MapperError::KeepErrors { .. } => "KeepError",
             MapperError::Updates { .. } if self.is_retryable() => "TransientUpdateError",
             MapperError::Updates { .. } => "UpdateError",
         }
@@ -260,9 +345,23 @@ impl Mapper {
         metrics: &mut Metrics,
         summary: &mut Summary,
     ) -> Result<(), MapperError> {
+        if object.bucket != self.config.counters_bucket {
+            metrics.count("ForeignBucket", 1);
+            return Err(MapperError::ForeignBucket {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                expected: self.config.counters_bucket.clone(),
+            });
+        }
         if !object.is_object_created() {
             tracing::info!(key = %object.key, event = %object.event_name, "not an ObjectCreated event; skipped");
             metrics.count("SkippedEvents", 1);
+            summary.skipped += 1;
+            return Ok(());
+        }
+        if object.key.starts_with(&self.config.error_prefix) {
+            // only reachable with an empty COUNTER_PREFIX: the mapper's own error records
+            metrics.count("SkippedKeys.error_record", 1);
             summary.skipped += 1;
             return Ok(());
         }
@@ -293,12 +392,21 @@ impl Mapper {
         .await
         {
             Ok(bytes) => bytes,
-            Err(S3Error::NotFound { .. }) => {
+            Err(err @ S3Error::NotFound { .. }) => {
                 // Deleted since the event (or its version expired): nothing to record,
-                // and a redelivery would not find it either.
-                tracing::warn!(key = %object.key, version = ?object.version_id, "counter file no longer exists; skipped");
+                // and a redelivery would not find it either. Kept as an error record.
+                tracing::warn!(key = %object.key, version = ?object.version_id, "counter file no longer exists; kept as an error record");
                 metrics.count("MissingObjects", 1);
                 summary.skipped += 1;
+                let record = file_record(
+                    object,
+                    format!("the uploaded file could not be read, nothing of it counted: {err}"),
+                    "missing_object",
+                );
+                self.keep_errors(object, &stamp, &[record], deadline)
+                    .await?;
+                summary.error_records += 1;
+                metrics.count("ErrorRecords", 1);
                 return Ok(());
             }
             Err(err) => return Err(MapperError::Read(err)),
@@ -313,6 +421,9 @@ impl Mapper {
         }
         metrics.count("MalformedLines", file.malformed.len() as u64);
         summary.malformed_lines += file.malformed.len();
+
+        let records = line_records(object, &bytes, &file.malformed);
+        drop(bytes);
 
         let total = file.counters.len();
         summary.counters += total;
@@ -335,8 +446,20 @@ impl Mapper {
         metrics.count("NotNewer", not_newer as u64);
         tracing::info!(key = %object.key, date = %file_key.date, instance = %file_key.instance,
             stamp = stamp.as_str(), written, not_newer, failed = failures.len(), "counter file recorded");
+        // The lines that did not count are kept whatever happened to the others (the
+        // same key and bytes again on a redelivery).
+        let kept = if records.is_empty() {
+            Ok(())
+        } else {
+            let kept = self.keep_errors(object, &stamp, &records, deadline).await;
+            if kept.is_ok() {
+                summary.error_records += 1;
+                metrics.count("ErrorRecords", 1);
+            }
+            kept
+        };
         if failures.is_empty() {
-            return Ok(());
+            return kept;
         }
         metrics.count("FailedUpdates", failures.len() as u64);
         let retryable = failures.iter().any(UpdateFailure::is_transient);
@@ -349,6 +472,39 @@ impl Mapper {
             first: failures.swap_remove(0),
             retryable,
         })
+    }
+
+    /// Writes `records` as the upload's error object (JSON lines).
+    async fn keep_errors(
+        &self,
+        object: &S3ObjectEvent,
+        stamp: &OrderingStamp,
+        records: &[ErrorRecord],
+        deadline: &Deadline,
+    ) -> Result<(), MapperError> {
+        let mut body = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut body, record).expect("an error record serializes");
+            body.push(b'\n');
+        }
+        let key = error_key(&self.config.error_prefix, &object.key, stamp);
+        put_object_bytes(
+            &self.s3,
+            &object.bucket,
+            &key,
+            body,
+            "application/x-ndjson",
+            &[],
+            deadline,
+        )
+        .await
+        .map_err(|source| MapperError::KeepErrors {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            source,
+        })?;
+        tracing::info!(key = %object.key, error_key = %key, records = records.len(), "kept what did not count");
+        Ok(())
     }
 
     /// Records every counter, at most `max_concurrent_updates` at a time; a counter

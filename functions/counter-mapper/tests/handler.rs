@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::error::NoSuchKey;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
@@ -15,6 +16,39 @@ use counter_mapper::config::MapperConfig;
 use counter_mapper::handler::{
     CREATE_MAP, CREATE_MAP_IF_ABSENT, Mapper, MapperError, SET_ENTRY, SET_ENTRY_IF_NEWER, Summary,
 };
+
+/// `<bucket>/<key>` and body of every object written.
+type Kept = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Every PutObject the mapper sends (key, body), answered with success.
+fn kept_objects() -> (Rule, Kept) {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Arc::clone(&kept);
+    let rule = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(move |req| {
+            let body = req
+                .body()
+                .bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned());
+            recorder.lock().unwrap().push((
+                format!(
+                    "{}/{}",
+                    req.bucket().unwrap_or_default(),
+                    req.key().unwrap_or_default()
+                ),
+                body.unwrap_or_default(),
+            ));
+            true
+        })
+        .then_output(|| PutObjectOutput::builder().build());
+    (rule, kept)
+}
+
+fn records_of(body: &str) -> Vec<Value> {
+    body.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
 use serde_json::{Value, json};
 use sluice_aws::Deadline;
 use sluice_lambda::metrics::Metrics;
@@ -33,7 +67,9 @@ const STAMP: &str = "0055AED6DCD90281E500000000000000";
 fn config(max_concurrent_updates: usize) -> MapperConfig {
     MapperConfig {
         instance_table: TABLE.into(),
+        counters_bucket: BUCKET.into(),
         counter_prefix: "counters/".into(),
+        error_prefix: "errors/".into(),
         max_concurrent_updates,
         deadline_margin: Duration::from_millis(500),
     }
@@ -150,7 +186,8 @@ async fn records_every_counter_with_the_stamp_and_value_in_the_condition() {
             counters: 2,
             written: 2,
             not_newer: 0,
-            malformed_lines: 0
+            malformed_lines: 0,
+            error_records: 0,
         }
     );
     let mut requests = seen.lock().unwrap().clone();
@@ -381,16 +418,112 @@ async fn malformed_lines_are_skipped_and_counted_while_the_rest_is_recorded() {
     let update = mock!(aws_sdk_dynamodb::Client::update_item)
         .match_requests(|req| is_set_entry(req) && counter_of(req) == "GOOD")
         .then_output(|| UpdateItemOutput::builder().build());
-    let file = file_rule("GOOD 5\nBAD five\n\nALSO BAD 1 2\n");
+    let file = file_rule("GOOD 5\nBAD five\n\nALSO BAD 1 2\r\n");
+    let (put, kept) = kept_objects();
     let mut m = metrics();
-    let summary = mapper(&[&file], &[&update])
-        .handle(&sns_event(KEY, Some(SEQUENCER), None), &a_minute(), &mut m)
+    let summary = mapper(&[&file, &put], &[&update])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), Some("v7")),
+            &a_minute(),
+            &mut m,
+        )
         .await
         .unwrap();
     assert_eq!((summary.written, summary.malformed_lines), (1, 2));
+    assert_eq!(summary.error_records, 1);
     assert_eq!(m.get("MalformedLines"), Some(2.0));
     assert_eq!(m.get("MalformedLines.bad_value"), Some(1.0));
     assert_eq!(m.get("MalformedLines.too_many_fields"), Some(1.0));
+    // the lines that did not count are kept: file, line number, the line, the reason
+    let kept = kept.lock().unwrap().clone();
+    assert_eq!(kept.len(), 1);
+    let (key, body) = &kept[0];
+    assert_eq!(key, &format!("{BUCKET}/errors/{KEY}.{STAMP}.errors.jsonl"));
+    let records = records_of(body);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["source"], format!("s3://{BUCKET}/{KEY}"));
+    assert_eq!(records[0]["version_id"], "v7");
+    assert_eq!(records[0]["sequencer"], SEQUENCER);
+    assert_eq!(
+        (records[0]["line"].clone(), records[0]["text"].clone()),
+        (json!(2), json!("BAD five"))
+    );
+    assert_eq!(records[0]["reason_code"], "bad_value");
+    assert!(records[0]["reason"].as_str().unwrap().contains("five"));
+    assert_eq!(
+        (records[1]["line"].clone(), records[1]["text"].clone()),
+        (json!(4), json!("ALSO BAD 1 2"))
+    );
+    assert_eq!(records[1]["reason_code"], "too_many_fields");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivery_keeps_the_same_error_object_with_the_same_bytes() {
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build());
+    let file = file_rule("GOOD 5\nBAD\n");
+    let (put, kept) = kept_objects();
+    let mapper = mapper(&[&file, &put], &[&update]);
+    for _ in 0..2 {
+        mapper
+            .handle(
+                &sns_event(KEY, Some(SEQUENCER), None),
+                &a_minute(),
+                &mut metrics(),
+            )
+            .await
+            .unwrap();
+    }
+    let kept = kept.lock().unwrap().clone();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0], kept[1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_object_that_cannot_be_written_fails_the_file_for_a_retry() {
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build());
+    let file = file_rule("GOOD 5\nBAD\n");
+    let refused = mock!(aws_sdk_s3::Client::put_object)
+        .then_error(|| PutObjectError::generic(ErrorMetadata::builder().code("SlowDown").build()));
+    let err = mapper(&[&file, &refused], &[&update])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &Deadline::after(Duration::from_secs(2)),
+            &mut metrics(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MapperError::KeepErrors { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert_eq!(err.error_type(), "TransientKeepError");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_naming_another_bucket_changes_nothing_and_is_refused() {
+    let file = mock!(aws_sdk_s3::Client::get_object).then_output(|| {
+        GetObjectOutput::builder()
+            .body(ByteStream::from_static(b"C 99\n"))
+            .build()
+    });
+    let (put, kept) = kept_objects();
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build());
+    let forged = serde_json::to_string(&sns_event(KEY, Some("FFFFFFFFFFFFFFFFFF"), None))
+        .unwrap()
+        .replace(BUCKET, "someone-elses-bucket");
+    let mut m = metrics();
+    let err = mapper(&[&file, &put], &[&update])
+        .handle(&serde_json::from_str(&forged).unwrap(), &a_minute(), &mut m)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MapperError::ForeignBucket { .. }), "{err:?}");
+    assert_eq!(err.error_type(), "ForeignBucket");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("someone-elses-bucket"), "{err}");
+    assert_eq!((file.num_calls(), update.num_calls()), (0, 0));
+    assert!(kept.lock().unwrap().is_empty());
+    assert_eq!(m.get("ForeignBucket"), Some(1.0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -446,16 +579,32 @@ async fn a_notification_without_a_sequencer_is_rejected_as_unordered() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_deleted_object_is_skipped() {
+async fn a_deleted_object_is_kept_as_an_error_record() {
     let gone = mock!(aws_sdk_s3::Client::get_object)
         .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+    let (put, kept) = kept_objects();
     let mut m = metrics();
-    let summary = mapper(&[&gone], &[])
-        .handle(&sns_event(KEY, Some(SEQUENCER), None), &a_minute(), &mut m)
+    let summary = mapper(&[&gone, &put], &[])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), Some("v3")),
+            &a_minute(),
+            &mut m,
+        )
         .await
         .unwrap();
-    assert_eq!(summary.skipped, 1);
+    assert_eq!((summary.skipped, summary.error_records), (1, 1));
     assert_eq!(m.get("MissingObjects"), Some(1.0));
+    let kept = kept.lock().unwrap().clone();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0].0,
+        format!("{BUCKET}/errors/{KEY}.{STAMP}.errors.jsonl")
+    );
+    let records = records_of(&kept[0].1);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["reason_code"], "missing_object");
+    assert_eq!(records[0]["version_id"], "v3");
+    assert_eq!(records[0]["line"], Value::Null);
 }
 
 #[tokio::test(start_paused = true)]
