@@ -301,6 +301,15 @@ def test_bad_input_is_rejected_or_skipped_without_a_job(stack, aws, fake_api):
     _, summary = invoke_sync(aws, stack, event)
     assert summary["jobs"] == [{"source": "scratch/notes.txt", "action": "skipped", "detail": "outside REPORT_PREFIX"}]
 
+    # A notification naming another bucket starts nothing and fails with its reason.
+    forged = s3_event_for({"bucket": "someone-elses-bucket", "object_key": "reports/forged.csv",
+                           "etag": "e", "sequencer": "F" * 18})
+    response, body = invoke_sync(aws, stack, forged)
+    assert response.get("FunctionError") == "Unhandled", response
+    assert body["errorType"] == "Permanent.ForeignBucket", body
+    assert job_items(aws, stack, "reports/forged.csv") == []
+    assert not fake_api.starts_for("reports/forged.csv")
+
     # An object outside the prefix never reaches the function (the notification filter).
     aws("s3").put_object(Bucket=stack["JobReportsBucketName"], Key="scratch/other.csv", Body=b"x")
     time.sleep(2)

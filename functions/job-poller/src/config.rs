@@ -15,6 +15,9 @@ pub struct Config {
     pub api_base_url: String,
     /// `JOB_API_TOKEN_SECRET` (required): Secrets Manager secret id or ARN of the bearer token.
     pub token_secret: String,
+    /// `REPORTS_BUCKET` (required): the reports bucket; an S3 notification naming
+    /// any other bucket is refused.
+    pub reports_bucket: String,
     /// `REPORT_PREFIX` (default: empty, every key): only objects under it start jobs.
     pub report_prefix: String,
     /// `SAFETY_MARGIN_MS` (default 10000): time kept back from polling for handing
@@ -50,6 +53,7 @@ impl Config {
             topic_arn: env.required("NOTIFY_TOPIC_ARN")?,
             api_base_url: api_base_url.trim_end_matches('/').to_owned(),
             token_secret: env.required("JOB_API_TOKEN_SECRET")?,
+            reports_bucket: env.required("REPORTS_BUCKET")?,
             report_prefix: env.string_or("REPORT_PREFIX", ""),
             safety_margin: Duration::from_millis(safety_margin),
             poll_initial: Duration::from_millis(poll_initial),
@@ -101,6 +105,7 @@ mod tests {
             ),
             ("JOB_API_BASE_URL", "https://bi.example.com/api/v2/"),
             ("JOB_API_TOKEN_SECRET", "sluice/job-poller/api-token"),
+            ("REPORTS_BUCKET", "reports-bucket"),
         ]
     }
 

@@ -144,6 +144,14 @@ pub enum PollerError {
         "S3 event for s3://{bucket}/{key} names no object version (no sequencer, version id or etag)"
     )]
     Unversioned { bucket: String, key: String },
+    #[error(
+        "S3 event for s3://{bucket}/{key}: not the reports bucket ({expected}); a forged or misrouted notification, no job started"
+    )]
+    ForeignBucket {
+        bucket: String,
+        key: String,
+        expected: String,
+    },
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("the jobs table has no item {0:?}")]
@@ -181,6 +189,7 @@ impl PollerError {
         match self {
             PollerError::InvalidEvent(_)
             | PollerError::Unversioned { .. }
+            | PollerError::ForeignBucket { .. }
             | PollerError::UnknownSource(_) => false,
             PollerError::Table(e) => e.is_transient(),
             PollerError::Start { source, .. } => source.is_transient(),
@@ -195,6 +204,7 @@ impl PollerError {
         match self {
             PollerError::InvalidEvent(_) => "InvalidEvent",
             PollerError::Unversioned { .. } => "UnversionedObject",
+            PollerError::ForeignBucket { .. } => "ForeignBucket",
             PollerError::Table(_) => "JobsTable",
             PollerError::UnknownSource(_) => "UnknownSource",
             PollerError::Start { .. } => "JobStart",
@@ -338,6 +348,13 @@ impl<A: JobApi> Poller<A> {
             }
             S3Notice::Object(event) => event,
         };
+        if event.bucket != self.config.reports_bucket {
+            return Err(PollerError::ForeignBucket {
+                bucket: event.bucket.clone(),
+                key: event.key.clone(),
+                expected: self.config.reports_bucket.clone(),
+            });
+        }
         let skip = |why: &str| {
             tracing::info!(bucket = %event.bucket, key = %event.key, event = %event.event_name, why, "object skipped");
             Ok(report(

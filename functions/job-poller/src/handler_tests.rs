@@ -38,6 +38,7 @@ fn config() -> Config {
         topic_arn: "arn:aws:sns:us-east-1:000000000000:job-outcomes".to_owned(),
         api_base_url: "https://bi.example.com/api".to_owned(),
         token_secret: "job-api-token".to_owned(),
+        reports_bucket: "reports-bucket".to_owned(),
         report_prefix: "reports/".to_owned(),
         safety_margin: MARGIN,
         poll_initial: Duration::from_millis(500),
@@ -740,6 +741,30 @@ async fn unreadable_event_is_a_permanent_error() {
         FunctionError::from(err).error_type,
         "Permanent.InvalidEvent"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_naming_another_bucket_starts_no_job_and_is_refused() {
+    let api = InMemoryJobApi::new();
+    let aws = Aws::with(vec![claim_ok()]);
+    let forged: Value = serde_json::from_str(
+        &s3_put("reports/2026/11/21/sales.csv")
+            .to_string()
+            .replace("reports-bucket", "someone-elses-bucket"),
+    )
+    .unwrap();
+    let err = aws
+        .handle(&api, &forged, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("someone-elses-bucket"), "{err}");
+    assert_eq!(
+        FunctionError::from(err).error_type,
+        "Permanent.ForeignBucket"
+    );
+    assert_eq!(num_calls(&aws.dynamodb), 0);
+    assert!(api.starts().is_empty());
 }
 
 // --- continue ------------------------------------------------------------
