@@ -56,11 +56,12 @@ SMALL_EVENTS = {
 STUB_ENV = {
     "INPUT_BUCKET": "bench-raw", "INPUT_PREFIX": "incoming/", "OUTPUT_BUCKET": "bench-avro",
     "AGGREGATE_TABLE": "bench-aggregate", "INSTANCE_TABLE": "bench-instances",
+    "COUNTERS_BUCKET": "bench-counters",
     "PROCESSING_QUEUE_URL": "{aws}/000000000000/bench-processing",
     "STREAM_NAME": "bench-stream", "PARTITION_KEY_FIELD": "player_id",
     "JOBS_TABLE": "bench-jobs", "NOTIFY_TOPIC_ARN": "arn:aws:sns:us-east-1:000000000000:bench",
     "JOB_API_BASE_URL": "http://127.0.0.1:9/", "JOB_API_TOKEN_SECRET": "bench-token",
-    "REPORT_PREFIX": "reports/", "ARCHIVE_BUCKET": "bench-archive",
+    "REPORT_PREFIX": "reports/", "REPORTS_BUCKET": "bench-reports", "ARCHIVE_BUCKET": "bench-archive",
 }
 
 # Price assumptions (us-east-1 list prices, stated in PERFORMANCE.md).
