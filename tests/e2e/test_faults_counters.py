@@ -21,8 +21,9 @@ LocalStack gives every S3 event the same sequencer (0055AED6DCD90281E5), which t
 ordering stamp cannot tell apart. The reordering test therefore publishes the
 notifications itself to the counter-uploads SNS topic (the mapper's real trigger) with the
 increasing sequencers S3 gives successive uploads of one key (...E6, ...E7, ...E8), naming
-object versions in a versioned bucket of its own without notifications: the counters
-bucket's own notifications (all ...E5) would otherwise race the crafted ones, and an
+object versions in the counters bucket (the mapper refuses any other bucket) while the
+test has switched the bucket's notifications off: its own notifications (all ...E5) would
+otherwise race the crafted ones, and an
 equal-valued write with the lower stamp keeps its stamp (the README's documented residual
 window), which on AWS cannot happen because the bucket's event has the real sequencer.
 
@@ -232,15 +233,19 @@ def stamp_of(version: int) -> str:
     return f"0055AED6DCD90281{0xE5 + version:02X}"
 
 
-@pytest.fixture(scope="module")
-def quiet_bucket():
-    """A versioned bucket without notifications: its uploads reach the mapper only through
-    the notifications the test publishes."""
+@pytest.fixture
+def quiet_bucket(faulty_pipeline):
+    """The counters bucket with its notifications switched off for the test (restored
+    after): its uploads reach the mapper only through the notifications the test publishes."""
     s3 = client("s3")
-    name = f"counters-reordered-{random.randrange(16**8):08x}"
-    s3.create_bucket(Bucket=name)
-    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
+    name = faulty_pipeline["CountersBucketName"]
+    saved = s3.get_bucket_notification_configuration(Bucket=name)
+    saved.pop("ResponseMetadata", None)
+    s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={})
+    try:
+        yield name
+    finally:
+        s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration=saved)
 
 
 def upload_versions(bucket, outputs, date, versions: dict[str, list[dict[str, int]]]) -> dict[str, list[str]]:
