@@ -16,7 +16,10 @@ emulator starts (``localstack.hooks.on_infra_start``):
   over 10 MB (413 ``Request Too Long``) and answers 504 ``Endpoint request
   timed out`` when the function has not answered within the integration's
   ``TimeoutInMillis`` (29 s by default), as API Gateway does; LocalStack
-  applies neither.
+  applies neither. And a ``Content-Encoding: gzip`` request body reaches the
+  function as sent (base64 under the API's binary media types), as on AWS
+  without API compression: LocalStack's gateway inflated it first, so the
+  event carried the inflated body (and could pass the 6 MB payload limit).
 - ``concurrency``: CloudFormation's ``ReservedConcurrentExecutions`` and
   ``RecursiveLoop`` properties of ``AWS::Lambda::Function`` are applied
   (LocalStack's resource provider ignores them); LocalStack's Lambda service
@@ -173,7 +176,16 @@ def _patch_api_gateway_proxy():
     from localstack.services.apigateway.next_gen.execute_api.integrations.aws import (
         RestApiAwsProxyIntegration,
     )
+    from localstack.aws.handlers.codec import ContentDecoder
     from localstack.utils.patch import patch
+
+    @patch(ContentDecoder.__call__)
+    def decode(fn, self, chain, context, response):
+        path = context.request.path or ""
+        host = context.request.host or ""
+        if path.startswith("/_aws/execute-api/") or "/_user_request_" in path or ".execute-api." in host:
+            return None  # API Gateway hands the integration the body as the client sent it
+        return fn(self, chain, context, response)
 
     @patch(RestApiAwsProxyIntegration.invoke)
     def invoke(fn, self, context):
