@@ -213,14 +213,21 @@ BAD_REQUESTS = [
         "line 2 is a number, not a JSON object",
     ),
     (
-        # A few kB on the wire inflating past MAX_BODY_BYTES. (LocalStack's gateway inflates
-        # gzip bodies itself, so the function sees the inflated size there; on AWS it inflates
-        # them, within the limit — both answer 413.)
+        # A few kB on the wire inflating past MAX_BODY_BYTES: the function inflates it (the
+        # local API Gateway hands it the body as sent, as AWS's does) within the limit.
         "gzip bomb over the body limit",
         None,
         {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
         413,
         "the limit of 4700160 bytes",
+    ),
+    (
+        # 10,001 tiny events (~0.4 MB): a 503 listing each would be unbounded, so it is refused.
+        "more events than MAX_EVENTS",
+        b'{"player_id":"p-1","run":"TAG"}\n' + b"{}\n" * 10_000,
+        {"Content-Type": "application/x-ndjson"},
+        413,
+        "the request holds 10001 events, over the limit of 10000 events per request (MAX_EVENTS)",
     ),
 ]
 

@@ -33,6 +33,14 @@ pub const EVENT_ENVELOPE_RESERVE: usize = 24 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: usize =
     (LAMBDA_SYNC_PAYLOAD_BYTES - EVENT_ENVELOPE_RESERVE) / 4 * 3;
 
+/// Default `MAX_EVENTS`: events accepted in one request. Each is one Kinesis record, and a
+/// shard takes 1,000 records/s, so 10,000 is about the function's 10 s on one shard.
+pub const DEFAULT_MAX_EVENTS: usize = 10_000;
+/// The largest `MAX_EVENTS` allowed: a `503` lists every unwritten event's position (at most
+/// 20 bytes each, `"array index 99999",`), so its body stays ~2 MB, well under Lambda's 6 MB
+/// response limit — beyond it, a partial write could end in a bodiless 5xx instead.
+pub const MAX_EVENTS_LIMIT: usize = 100_000;
+
 /// Configuration, read once at cold start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestConfig {
@@ -41,6 +49,8 @@ pub struct IngestConfig {
     pub records: RecordSettings,
     /// `MAX_BODY_BYTES`: largest body accepted, as received and after inflating.
     pub max_body_bytes: usize,
+    /// `MAX_EVENTS`: most events accepted in one request (1 – [`MAX_EVENTS_LIMIT`]).
+    pub max_events: usize,
 }
 
 impl IngestConfig {
@@ -66,6 +76,7 @@ impl IngestConfig {
                 DEFAULT_MAX_BODY_BYTES,
                 1..=64 * 1024 * 1024,
             )?,
+            max_events: env.number_in("MAX_EVENTS", DEFAULT_MAX_EVENTS, 1..=MAX_EVENTS_LIMIT)?,
         })
     }
 }
@@ -77,6 +88,10 @@ pub enum Rejection {
     Body(#[from] BodyError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(
+        "the request holds {count} events, over the limit of {limit} events per request (MAX_EVENTS); send them in smaller requests"
+    )]
+    TooManyEvents { count: usize, limit: usize },
 }
 
 impl Rejection {
@@ -84,6 +99,7 @@ impl Rejection {
         match self {
             Rejection::Body(e) => e.status(),
             Rejection::Record(e) => e.status(),
+            Rejection::TooManyEvents { .. } => 413,
         }
     }
 }
@@ -157,6 +173,12 @@ impl Ingest {
         )?;
         let format = BodyFormat::from_content_type(header(&request.headers, CONTENT_TYPE.as_str()));
         let events = split_events(&body, format)?;
+        if events.len() > self.config.max_events {
+            return Err(Rejection::TooManyEvents {
+                count: events.len(),
+                limit: self.config.max_events,
+            });
+        }
         Ok(build_records(
             &events,
             &self.config.records,
@@ -455,7 +477,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_refusal_has_its_status_and_message_and_writes_nothing() {
         let sent = Sent::default();
-        let ingest = ingest(&kinesis(&sent, |_, _| false), &[("MAX_BODY_BYTES", "64")]);
+        let ingest = ingest(
+            &kinesis(&sent, |_, _| false),
+            &[("MAX_BODY_BYTES", "64"), ("MAX_EVENTS", "3")],
+        );
         let ndjson = [("content-type", "application/x-ndjson")];
         let cases: Vec<(ApiGatewayProxyRequest, u16, &str)> = vec![
             (request(None, &[]), 400, "request body is empty"),
@@ -494,6 +519,16 @@ mod tests {
                 request(Some(&format!("{{\"pad\":\"{}\"}}", "x".repeat(60))), &[]),
                 413,
                 "over the limit of 64 bytes",
+            ),
+            (
+                request(Some("[{},{},{},{}]"), &[]),
+                413,
+                "the request holds 4 events, over the limit of 3 events per request (MAX_EVENTS)",
+            ),
+            (
+                request(Some("{}\n{}\n{}\n{}\n{}\n"), &ndjson),
+                413,
+                "the request holds 5 events, over the limit of 3 events per request",
             ),
             (
                 request(Some("{}"), &[("content-encoding", "br")]),
@@ -593,6 +628,34 @@ mod tests {
         );
         assert!(sent.calls() > 2, "kept resending while there was time");
         assert_eq!(metrics.get("EventsNotWritten"), Some(1.0));
+    }
+
+    #[test]
+    fn a_503_listing_the_most_events_allowed_fits_lambdas_response_limit() {
+        let n = MAX_EVENTS_LIMIT;
+        let report = PutReport {
+            written: 0,
+            failed: (0..n)
+                .map(|index| sluice_aws::kinesis::FailedRecord {
+                    index,
+                    error_code: "ProvisionedThroughputExceededException".into(),
+                    message: "Rate exceeded for shard shardId-000000000000".into(),
+                })
+                .collect(),
+            rejected: Vec::new(),
+        };
+        let positions: Vec<Position> = (0..n).map(Position::Index).collect();
+        let response = unwritten_response(&report, &positions, "req-1");
+        let bytes = serde_json::to_vec(&response).unwrap().len();
+        assert!(
+            bytes < LAMBDA_SYNC_PAYLOAD_BYTES / 2,
+            "{bytes} bytes of response for {n} unwritten events"
+        );
+        let Some(Body::Text(text)) = response.body else {
+            panic!("text body")
+        };
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["failedEvents"].as_array().unwrap().len(), n);
     }
 
     #[tokio::test(start_paused = true)]
@@ -724,6 +787,15 @@ mod tests {
         assert!(err.to_string().contains("MAX_BODY_BYTES"), "{err}");
         let config = IngestConfig::from_env(&Env::from_pairs([("STREAM_NAME", "s")])).unwrap();
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(config.max_events, DEFAULT_MAX_EVENTS);
+        for bad in ["0", "100001", "many"] {
+            let err = IngestConfig::from_env(&Env::from_pairs([
+                ("STREAM_NAME", "s"),
+                ("MAX_EVENTS", bad),
+            ]))
+            .unwrap_err();
+            assert!(err.to_string().contains("MAX_EVENTS"), "{bad}: {err}");
+        }
         assert_eq!(config.records.partition_key_field, None);
         assert_eq!(config.records.received_at_field, "received_at");
         assert_eq!(config.records.request_id_field, "request_id");
