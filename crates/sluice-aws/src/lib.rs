@@ -47,7 +47,8 @@ pub use retry::{
     Backoff, Deadline, Transient, error_code, is_transient, retry_transient, retry_transient_if,
 };
 pub use s3::{
-    PutCondition, PutOutcome, S3Error, get_object_bytes, get_object_version_bytes,
-    get_object_with_etag, put_object_bytes, put_object_if,
+    PutCondition, PutOutcome, S3Error, copy_object, get_object_bytes, get_object_bytes_within,
+    get_object_version_bytes, get_object_with_etag, head_object_etag, put_object_bytes,
+    put_object_if,
 };
 pub use sqs::{FailedMessage, OutgoingMessage, SendBatchWriter, SendReport};

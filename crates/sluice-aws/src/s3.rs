@@ -37,6 +37,14 @@ pub enum S3Error {
         code: String,
         message: String,
     },
+    /// The object is larger than the reader's limit; its body was not read (permanent).
+    #[error("s3://{bucket}/{key} is {size} bytes, over the limit of {limit} bytes; not read")]
+    TooLarge {
+        bucket: String,
+        key: String,
+        size: u64,
+        limit: u64,
+    },
 }
 
 impl S3Error {
@@ -131,6 +139,108 @@ pub async fn get_object_version_bytes(
         .map(|(body, _)| body)
 }
 
+/// Reads a whole object (at `version_id`, or the current one) with its ETag, only if it
+/// is at most `limit` bytes: a larger one is [`S3Error::TooLarge`] before its body is
+/// read — from `Content-Length`, or, without one, as soon as the bytes read pass the
+/// limit — so an object of any size costs at most `limit` bytes of memory. Retries as
+/// [`get_object_bytes`] does.
+pub async fn get_object_bytes_within(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    limit: u64,
+    deadline: &Deadline,
+) -> Result<(Bytes, Option<String>), S3Error> {
+    let earlier = std::sync::Mutex::new(None);
+    let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
+        remember_cause(
+            &earlier,
+            get_once(client, bucket, key, version_id, Some(limit), deadline),
+        )
+    })
+    .await;
+    with_cause(result, earlier)
+}
+
+/// The current ETag of an object (`HeadObject`), `None` if it does not exist; retries
+/// transient failures within `deadline`.
+pub async fn head_object_etag(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    deadline: &Deadline,
+) -> Result<Option<String>, S3Error> {
+    let earlier = std::sync::Mutex::new(None);
+    let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
+        let request = client.head_object().bucket(bucket).key(key);
+        remember_cause(&earlier, async move {
+            match deadline.bound(request.send()).await {
+                Ok(output) => Ok(Some(output.e_tag.unwrap_or_default())),
+                Err(err)
+                    if matches!(err.as_service_error(), Some(e) if e.is_not_found())
+                        || err
+                            .raw_response()
+                            .is_some_and(|r| r.status().as_u16() == 404) =>
+                {
+                    Ok(None)
+                }
+                Err(err) => Err(S3Error::from_sdk("HeadObject", bucket, key, &err)),
+            }
+        })
+    })
+    .await;
+    with_cause(result, earlier)
+}
+
+/// Copies an object (at `version_id`, or the current one) server-side, without reading
+/// it (`CopyObject`: up to 5 GiB), retrying transient failures within `deadline`.
+pub async fn copy_object(
+    client: &Client,
+    from: (&str, &str, Option<&str>),
+    to: (&str, &str),
+    deadline: &Deadline,
+) -> Result<(), S3Error> {
+    let (from_bucket, from_key, version_id) = from;
+    let (to_bucket, to_key) = to;
+    let mut source = format!("{from_bucket}/{}", copy_source_key(from_key));
+    if let Some(version) = version_id {
+        source.push_str("?versionId=");
+        source.push_str(&copy_source_key(version));
+    }
+    let earlier = std::sync::Mutex::new(None);
+    let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
+        let request = client
+            .copy_object()
+            .copy_source(&source)
+            .bucket(to_bucket)
+            .key(to_key);
+        remember_cause(&earlier, async move {
+            deadline
+                .bound(request.send())
+                .await
+                .map(|_| ())
+                .map_err(|err| S3Error::from_sdk("CopyObject", to_bucket, to_key, &err))
+        })
+    })
+    .await;
+    with_cause(result, earlier)
+}
+
+/// A key as `x-amz-copy-source` wants it: URL-encoded, `/` kept.
+fn copy_source_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(byte as char);
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 /// Reads the current object with its ETag, for a read-modify-write guarded by
 /// [`put_object_if`]; `None` when the object does not exist. Retries as
 /// [`get_object_bytes`] does.
@@ -158,7 +268,7 @@ async fn get_retried(
     let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
         remember_cause(
             &earlier,
-            get_once(client, bucket, key, version_id, deadline),
+            get_once(client, bucket, key, version_id, None, deadline),
         )
     })
     .await;
@@ -201,6 +311,7 @@ async fn get_once(
     bucket: &str,
     key: &str,
     version_id: Option<&str>,
+    limit: Option<u64>,
     deadline: &Deadline,
 ) -> Result<(Bytes, Option<String>), S3Error> {
     let call = client
@@ -227,6 +338,45 @@ async fn get_once(
         message,
     };
     let etag = output.e_tag.clone();
+    let too_large = |size: u64, limit: u64| S3Error::TooLarge {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        size,
+        limit,
+    };
+    if let Some(limit) = limit {
+        match output.content_length.and_then(|n| u64::try_from(n).ok()) {
+            Some(size) if size > limit => return Err(too_large(size, limit)),
+            Some(_) => {}
+            None => {
+                // No length given: read no more than the limit.
+                let mut body = output.body;
+                let mut read = bytes::BytesMut::new();
+                let collect = async {
+                    while let Some(chunk) = body.try_next().await? {
+                        if (read.len() + chunk.len()) as u64 > limit {
+                            return Ok(Err(too_large((read.len() + chunk.len()) as u64, limit)));
+                        }
+                        read.extend_from_slice(&chunk);
+                    }
+                    Ok::<_, aws_smithy_types::byte_stream::error::Error>(Ok(()))
+                };
+                let outcome = tokio::time::timeout_at(deadline.instant(), collect).await;
+                return match outcome {
+                    Ok(Ok(Ok(()))) => Ok((read.freeze(), etag)),
+                    Ok(Ok(Err(too_large))) => Err(too_large),
+                    Ok(Err(err)) => Err(body_error(
+                        "BodyReadError",
+                        DisplayErrorContext(&err).to_string(),
+                    )),
+                    Err(_) => Err(body_error(
+                        "TimeoutError",
+                        "body not read before the invocation deadline".to_owned(),
+                    )),
+                };
+            }
+        }
+    }
     match tokio::time::timeout_at(deadline.instant(), output.body.collect()).await {
         Ok(Ok(body)) => Ok((body.into_bytes(), etag)),
         Ok(Err(err)) => Err(body_error(
@@ -438,6 +588,130 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_object_over_the_limit_is_refused_from_its_length_without_reading_it() {
+        // 5 GB announced, a body that would fail if read: only the length is looked at.
+        let rule = mock!(Client::get_object).then_output(|| {
+            GetObjectOutput::builder()
+                .content_length(5_000_000_000)
+                .body(ByteStream::from_static(b"not the announced five gigabytes"))
+                .build()
+        });
+        let err =
+            get_object_bytes_within(&client(&[&rule]), "raw", "big", Some("v1"), 1000, &soon())
+                .await
+                .unwrap_err();
+        assert_eq!(
+            err,
+            S3Error::TooLarge {
+                bucket: "raw".to_owned(),
+                key: "big".to_owned(),
+                size: 5_000_000_000,
+                limit: 1000
+            }
+        );
+        assert!(!err.is_transient());
+        assert_eq!(rule.num_calls(), 1, "not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_length_reading_stops_past_the_limit() {
+        let under = mock!(Client::get_object).then_output(|| {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(b"0123456789"))
+                .build()
+        });
+        let over = mock!(Client::get_object).then_output(|| {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(b"0123456789A"))
+                .build()
+        });
+        let client = client(&[&under, &over]);
+        let (bytes, _) = get_object_bytes_within(&client, "raw", "k", None, 10, &soon())
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"0123456789");
+        let err = get_object_bytes_within(&client, "raw", "k", None, 10, &soon())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                S3Error::TooLarge {
+                    size: 11,
+                    limit: 10,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_object_within_the_limit_is_read_whole() {
+        let rule = mock!(Client::get_object)
+            .match_requests(|req| req.version_id() == Some("v2"))
+            .then_output(|| {
+                GetObjectOutput::builder()
+                    .content_length(10)
+                    .e_tag("\"e2\"")
+                    .body(ByteStream::from_static(b"0123456789"))
+                    .build()
+            });
+        let (bytes, etag) =
+            get_object_bytes_within(&client(&[&rule]), "raw", "k", Some("v2"), 10, &soon())
+                .await
+                .unwrap();
+        assert_eq!(&bytes[..], b"0123456789");
+        assert_eq!(etag.as_deref(), Some("\"e2\""));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn head_gives_the_current_etag_or_none_when_gone() {
+        let here = mock!(Client::head_object).then_output(|| {
+            aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+                .e_tag("\"e3\"")
+                .build()
+        });
+        let gone = mock!(Client::head_object).then_http_response(|| http_response(404, ""));
+        let client = client(&[&here, &gone]);
+        assert_eq!(
+            head_object_etag(&client, "raw", "k", &soon())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("\"e3\"")
+        );
+        assert_eq!(
+            head_object_etag(&client, "raw", "k", &soon())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn copies_name_the_encoded_source_and_its_version() {
+        let rule = mock!(Client::copy_object)
+            .match_requests(|req| {
+                req.copy_source() == Some("raw/incoming/a%20b%2Bc.json.snappy?versionId=v%2B1")
+                    && req.bucket() == Some("raw")
+                    && req.key() == Some("errors/a b+c.json.snappy")
+            })
+            .then_output(|| {
+                aws_sdk_s3::operation::copy_object::CopyObjectOutput::builder().build()
+            });
+        copy_object(
+            &client(&[&rule]),
+            ("raw", "incoming/a b+c.json.snappy", Some("v+1")),
+            ("raw", "errors/a b+c.json.snappy"),
+            &soon(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn slow_down_and_500_are_retried_within_the_deadline() {
         let failing = mock!(Client::get_object)
             .sequence()
@@ -495,7 +769,11 @@ mod tests {
         let earlier = std::sync::Mutex::new(None);
         let deadline = Deadline::after(Duration::from_secs(5));
         // An attempt that fails with SlowDown, then one that never answers.
-        let first = remember_cause(&earlier, get_once(&client, "raw", "k", None, &deadline)).await;
+        let first = remember_cause(
+            &earlier,
+            get_once(&client, "raw", "k", None, None, &deadline),
+        )
+        .await;
         assert!(first.is_err());
         let never = remember_cause(&earlier, async {
             tokio::time::sleep(Duration::from_secs(10)).await;
