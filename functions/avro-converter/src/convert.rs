@@ -33,6 +33,11 @@ pub enum InputError {
     NotJson { reason: String },
     #[error("decompressed input is empty: no JSON records")]
     Empty,
+    /// Refused from its size, before it was read.
+    #[error(
+        "input is {size} bytes, more than any snappy input decompressing within MAX_DECOMPRESSED_BYTES can be ({limit} bytes); not read"
+    )]
+    TooLarge { size: u64, limit: u64 },
 }
 
 /// Why a conversion could not finish.
@@ -150,6 +155,15 @@ impl Converter {
 
     pub fn schema(&self) -> &RecordSchema {
         &self.schema
+    }
+
+    /// The largest compressed input that can decompress within the limit: snappy never
+    /// grows data by more than `32 + n/6` bytes (a raw block's worst case; a framed
+    /// stream's chunks add 8 bytes per 64 KiB and a 10-byte header). A larger object
+    /// would decompress past the limit, so it is refused before it is read.
+    pub fn max_input_bytes(&self) -> u64 {
+        let max = self.limits.max_output as u64;
+        max + max / 6 + 1024
     }
 
     /// Converts a snappy-compressed (raw or framed) JSON object of key `input_key`.

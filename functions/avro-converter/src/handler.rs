@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | object converted | Avro files per hour; rejected records to `<stem>.errors.jsonl` | succeeds |
 //! | input not snappy / not JSON / empty | reason to `<stem>.errors.jsonl`, input copied to the error prefix | succeeds |
+//! | input larger than any that decompresses within `MAX_DECOMPRESSED_BYTES` | refused from its `Content-Length` before reading; reason to `<stem>.errors.jsonl`, input copied server-side (≤ 5 GiB) | succeeds |
 //! | key under our own output or error prefix, other bucket, outside the filter, not `ObjectCreated` | ignored, logged | succeeds |
 //! | object gone since the event (`NoSuchKey`) | ignored, logged as a warning | succeeds |
 //! | S3 read/write failure, transient or permanent | nothing skipped | **fails** (async retries, then the on-failure destination) |
@@ -20,7 +21,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sluice_aws::{Deadline, S3Error, get_object_bytes, put_object_bytes};
+use sluice_aws::{
+    Deadline, S3Error, copy_object, get_object_bytes_within, head_object_etag, put_object_bytes,
+};
 use sluice_events::{EnvelopeError, S3Notice, S3ObjectEvent, s3_notices_from_value};
 use sluice_lambda::FunctionError;
 use sluice_lambda::metrics::Metrics;
@@ -213,15 +216,89 @@ impl Handler {
             metrics.count("ObjectsIgnored", 1);
             return Ok(ignored(why));
         }
-        let input = match get_object_bytes(&self.s3, &bucket, &key, deadline).await {
-            Ok(bytes) => bytes,
-            Err(S3Error::NotFound { .. }) => {
-                tracing::warn!(bucket, key, "object no longer exists; nothing to convert");
-                metrics.count("ObjectsIgnored", 1);
-                return Ok(ignored(Ignored::Gone));
+        // Converge on the newest version: an older, slower conversion may write after a
+        // newer one, so once the outputs are written the input must still be the version
+        // converted; if it changed meanwhile, the newest one is converted again (same keys).
+        for round in 1..=MAX_CONVERSION_ROUNDS {
+            let (outcome, converted_etag) = self.convert_current(object, deadline, metrics).await?;
+            let Some(converted_etag) = converted_etag else {
+                return Ok(outcome);
+            };
+            match head_object_etag(&self.s3, &bucket, &key, deadline)
+                .await
+                .map_err(HandlerError::Read)?
+            {
+                Some(current) if current != converted_etag => {
+                    tracing::warn!(
+                        bucket,
+                        key,
+                        converted = converted_etag,
+                        current,
+                        round,
+                        "input replaced while converting; converting its newest version"
+                    );
+                    metrics.count("Reconverted", 1);
+                }
+                // Still the version converted, or deleted since (its outputs stay).
+                _ => return Ok(outcome),
             }
-            Err(e) => return Err(HandlerError::Read(e)),
-        };
+        }
+        Err(HandlerError::Read(S3Error::Transient {
+            operation: "GetObject",
+            bucket,
+            key,
+            code: "InputKeptChanging".to_owned(),
+            message: format!(
+                "replaced during each of {MAX_CONVERSION_ROUNDS} conversions; retried later"
+            ),
+        }))
+    }
+
+    /// Reads and converts the current version of `object`, writing its outputs; with the
+    /// ETag of the version read (`None` when nothing was read or S3 gave none).
+    async fn convert_current(
+        &self,
+        object: &S3ObjectEvent,
+        deadline: &Deadline,
+        metrics: &mut Metrics,
+    ) -> Result<(ObjectOutcome, Option<String>), HandlerError> {
+        let (bucket, key) = (object.bucket.clone(), object.key.clone());
+        let limit = self.converter.max_input_bytes();
+        let (input, etag) =
+            match get_object_bytes_within(&self.s3, &bucket, &key, None, limit, deadline).await {
+                Ok(read) => read,
+                Err(S3Error::TooLarge { size, limit, .. }) => {
+                    let metadata = SourceMetadata::new(object);
+                    let reason = InputError::TooLarge { size, limit };
+                    // Refused from its size alone: no version to converge on.
+                    return self
+                        .reject_input(
+                            object,
+                            Rejected::Unread { size },
+                            &reason,
+                            &metadata,
+                            deadline,
+                        )
+                        .await
+                        .map(|outcome| {
+                            metrics.count("InputsRejected", 1);
+                            (outcome, None)
+                        });
+                }
+                Err(S3Error::NotFound { .. }) => {
+                    tracing::warn!(bucket, key, "object no longer exists; nothing to convert");
+                    metrics.count("ObjectsIgnored", 1);
+                    return Ok((
+                        ObjectOutcome::Ignored {
+                            bucket,
+                            key,
+                            why: Ignored::Gone,
+                        },
+                        None,
+                    ));
+                }
+                Err(e) => return Err(HandlerError::Read(e)),
+            };
         metrics.count("InputBytes", input.len() as u64);
 
         let converter = Arc::clone(&self.converter);
@@ -284,20 +361,24 @@ impl Handler {
                     .count("RecordsConverted", records as u64)
                     .count("RecordsRejected", rejected as u64)
                     .count("AvroFilesWritten", files.len() as u64);
-                Ok(ObjectOutcome::Converted {
-                    bucket,
-                    key,
-                    records,
-                    rejected,
-                    files,
-                    errors_file,
-                })
+                Ok((
+                    ObjectOutcome::Converted {
+                        bucket,
+                        key,
+                        records,
+                        rejected,
+                        files,
+                        errors_file,
+                    },
+                    etag,
+                ))
             }
             Err(ConvertError::Input(reason)) => self
-                .reject_input(object, input, &reason, &metadata, deadline)
+                .reject_input(object, Rejected::Read(input), &reason, &metadata, deadline)
                 .await
-                .inspect(|_| {
+                .map(|outcome| {
                     metrics.count("InputsRejected", 1);
+                    (outcome, etag)
                 }),
             Err(ConvertError::Writer(e)) => Err(HandlerError::Conversion {
                 bucket,
@@ -307,11 +388,13 @@ impl Handler {
         }
     }
 
-    /// Puts the reason and a copy of the input under the error prefix.
+    /// Puts the reason and a copy of the input under the error prefix: the bytes read, or,
+    /// for an input refused unread, a server-side copy (none over `CopyObject`'s 5 GiB: the
+    /// reason then says the input stays only at its source).
     async fn reject_input(
         &self,
         object: &S3ObjectEvent,
-        input: Bytes,
+        input: Rejected,
         reason: &InputError,
         metadata: &SourceMetadata,
         deadline: &Deadline,
@@ -319,36 +402,54 @@ impl Handler {
         let errors = &self.config.errors;
         let errors_key = layout::errors_key(&errors.prefix, &object.key);
         let copy_key = layout::rejected_input_key(&errors.prefix, &object.key);
-        let copy = format!("s3://{}/{copy_key}", errors.bucket);
+        let copied = !matches!(input, Rejected::Unread { size } if size > MAX_COPY_BYTES);
+        let copy = copied.then(|| format!("s3://{}/{copy_key}", errors.bucket));
         let kind = match reason {
             InputError::NotSnappy(_) => "not_snappy",
             InputError::NotJson { .. } => "not_json",
             InputError::Empty => "empty",
+            InputError::TooLarge { .. } => "too_large",
         };
-        let mut line = serde_json::to_vec(&json!({
+        let mut record = json!({
             "source": format!("s3://{}/{}", object.bucket, object.key),
             "etag": object.etag,
             "kind": kind,
             "reason": reason.to_string(),
             "copy": copy,
-        }))
-        .expect("JSON values serialise");
+        });
+        if !copied {
+            record["copy_skipped"] = json!(format!(
+                "over CopyObject's {MAX_COPY_BYTES} bytes: the input is kept only at its source"
+            ));
+        }
+        let mut line = serde_json::to_vec(&record).expect("JSON values serialise");
         line.push(b'\n');
-        let puts = vec![
-            Put {
+        let mut puts = Vec::with_capacity(2);
+        match input {
+            Rejected::Read(input) => puts.push(Put {
                 bucket: &errors.bucket,
                 key: copy_key,
                 body: input,
                 content_type: "application/octet-stream",
-            },
-            Put {
-                bucket: &errors.bucket,
-                key: errors_key.clone(),
-                body: Bytes::from(line),
-                content_type: JSONL_CONTENT_TYPE,
-            },
-        ];
+            }),
+            Rejected::Unread { .. } if copied => copy_object(
+                &self.s3,
+                (&object.bucket, &object.key, None),
+                (&errors.bucket, &copy_key),
+                deadline,
+            )
+            .await
+            .map_err(HandlerError::Write)?,
+            Rejected::Unread { .. } => {}
+        }
+        puts.push(Put {
+            bucket: &errors.bucket,
+            key: errors_key.clone(),
+            body: Bytes::from(line),
+            content_type: JSONL_CONTENT_TYPE,
+        });
         self.put_all(puts, metadata, deadline).await?;
+        let copy = copy.unwrap_or_else(|| "(not copied)".to_owned());
         tracing::warn!(
             bucket = object.bucket,
             key = object.key,
@@ -394,6 +495,20 @@ impl Handler {
             .map_err(HandlerError::Write)
     }
 }
+
+/// What a rejected input's copy is made from.
+enum Rejected {
+    /// The bytes read (and found unusable).
+    Read(Bytes),
+    /// Nothing: refused from its size.
+    Unread { size: u64 },
+}
+
+/// `CopyObject`'s limit for one request (5 GiB).
+const MAX_COPY_BYTES: u64 = 5 << 30;
+
+/// Conversions of one event before an input that keeps being replaced is left to a retry.
+const MAX_CONVERSION_ROUNDS: usize = 3;
 
 struct Put<'a> {
     bucket: &'a str,

@@ -208,6 +208,85 @@ async fn converts_an_object_into_hourly_avro_files_traced_to_their_source() {
     assert_eq!(hour10_records.len(), 3);
 }
 
+/// Reads of `KEY`: `first` (ETag "v1") once, then `then` (ETag "v2") on every later read.
+fn replaced_input(first: Vec<u8>, then: Vec<u8>) -> Rule {
+    mock!(Client::get_object)
+        .match_requests(|r| r.key() == Some(KEY))
+        .sequence()
+        .output(move || {
+            GetObjectOutput::builder()
+                .e_tag("\"v1\"")
+                .body(ByteStream::from(first.clone()))
+                .build()
+        })
+        .output(move || {
+            GetObjectOutput::builder()
+                .e_tag("\"v2\"")
+                .body(ByteStream::from(then.clone()))
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+fn head_etag(etag: &'static str) -> Rule {
+    mock!(Client::head_object)
+        .match_requests(|r| r.key() == Some(KEY))
+        .sequence()
+        .output(move || {
+            aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+                .e_tag(etag)
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_input_replaced_while_converting_ends_with_the_newest_versions_output() {
+    // The version read (v1) was replaced by v2 before the outputs were written: v1's files
+    // are stale, so v2 is converted and written over them, as the newest always must be.
+    let (v1, v2) = (ndjson(5, NEAR_TEN, 1_000), ndjson(5, NEAR_TEN, 2_000));
+    let get = replaced_input(compress_raw(&v1), compress_raw(&v2));
+    let head = head_etag("\"v2\"");
+    let (put, stored) = put_recorder();
+    let summary = handler(&[&get, &head, &put])
+        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .await
+        .unwrap();
+    assert_eq!((get.num_calls(), head.num_calls()), (2, 2));
+    assert!(matches!(
+        &summary.objects[0],
+        ObjectOutcome::Converted { records: 5, .. }
+    ));
+    let last = stored_by_key(&stored);
+    let newest = converter(&config()).convert_json(&v2, KEY).unwrap();
+    assert_eq!(last.len(), newest.files.len());
+    for file in &newest.files {
+        assert_eq!(
+            last[&format!("s3://curated/{}", file.key)].body,
+            file.bytes,
+            "{}",
+            file.key
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_input_replaced_during_every_conversion_is_left_to_a_retry() {
+    let input = compress_raw(&ndjson(5, NEAR_TEN, 1_000));
+    let get = replaced_input(input.clone(), input);
+    let head = head_etag("\"v3\"");
+    let (put, _) = put_recorder();
+    let err = handler(&[&get, &head, &put])
+        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("InputKeptChanging"), "{err}");
+    assert_eq!(get.num_calls(), 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn rejected_records_go_to_the_errors_file_and_the_rest_convert() {
     let mut records = events(3);
@@ -285,6 +364,72 @@ async fn an_input_that_is_not_snappy_is_copied_to_the_error_prefix_and_does_not_
     assert_eq!(lines[0]["source"], format!("s3://raw/{KEY}"));
     assert_eq!(lines[0]["etag"], "9b2cf535f27731c974343645a3985328");
     assert_eq!(lines[0]["copy"], copy.as_str());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_input_too_large_to_decompress_within_the_limit_is_rejected_unread() {
+    // 3 GB announced (a body that would fail to convert if it were read) and 7 GB.
+    let big = |size: i64| {
+        mock!(Client::get_object)
+            .match_requests(move |r| r.key() == Some(KEY))
+            .then_output(move || {
+                GetObjectOutput::builder()
+                    .content_length(size)
+                    .body(ByteStream::from_static(b"never read"))
+                    .build()
+            })
+    };
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.copy_source() == Some("raw/incoming/2024/05/14/player%200001.json.snappy")
+                && r.bucket() == Some("curated")
+                && r.key() == Some(&format!("errors/{KEY}"))
+        })
+        .then_output(|| aws_sdk_s3::operation::copy_object::CopyObjectOutput::builder().build());
+    for (size, copied) in [(3_000_000_000_i64, true), (7_000_000_000, false)] {
+        let get = big(size);
+        let (put, stored) = put_recorder();
+        let calls_before = copy.num_calls();
+        let summary = handler(&[&get, &copy, &put])
+            .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+            .await
+            .unwrap();
+        let ObjectOutcome::InputRejected {
+            reason,
+            errors_file,
+            ..
+        } = &summary.objects[0]
+        else {
+            panic!("{summary:?}");
+        };
+        let limit = (256u64 << 20) + (256u64 << 20) / 6 + 1024;
+        assert!(
+            reason.contains(&format!("input is {size} bytes"))
+                && reason.contains(&format!("({limit} bytes); not read")),
+            "{reason}"
+        );
+        let stored = stored_by_key(&stored);
+        assert_eq!(
+            stored.len(),
+            1,
+            "only the reason is put; nothing of the input was read"
+        );
+        let line = &jsonl(&stored[errors_file].body)[0];
+        assert_eq!(line["kind"], "too_large");
+        assert_eq!(copy.num_calls() - calls_before, usize::from(copied));
+        if copied {
+            assert_eq!(line["copy"], format!("s3://curated/errors/{KEY}"));
+        } else {
+            assert_eq!(line["copy"], Value::Null);
+            assert!(
+                line["copy_skipped"]
+                    .as_str()
+                    .unwrap()
+                    .contains("5368709120"),
+                "{line}"
+            );
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
