@@ -207,6 +207,9 @@ def pipeline(localstack):
 FAULT_SEED = int(os.environ.get("SLUICE_FAULT_SEED") or 20261122)
 
 
+FAULT_STACK_RESERVATIONS = {"CrashRouterReservedConcurrency": "12", "IngestApiReservedConcurrency": "50"}
+
+
 @pytest.fixture(scope="session")
 def fault_proxy(localstack):
     """The fault-injecting proxy in front of LocalStack (no rules yet: everything passes).
@@ -252,6 +255,9 @@ def faulty_pipeline(localstack, fault_proxy):
             # Reads retry transient failures until the invocation's deadline: a short
             # timeout keeps "fails every attempt, then the failure queue" tests short.
             "AvroConverterTimeoutSeconds": "20",
+            # Reservations as an operator would set them (the default stack reserves none):
+            # test_faults_crash_router.py checks each one is applied.
+            **FAULT_STACK_RESERVATIONS,
         },
         endpoint_url=localstack,
         region=REGION,

@@ -89,6 +89,44 @@ def mine(bodies: list[str], run: set[str]) -> list[str]:
     return sorted(b for b in bodies if b in run)
 
 
+FUNCTIONS = (
+    "IngestApi", "KinesisArchiver", "AvroConverter", "CrashRouter",
+    "CounterMapper", "CounterAggregator", "CounterReporter", "JobPoller",
+)
+
+
+def reserved_concurrency(outputs) -> dict[str, int | None]:
+    """Function -> its reserved concurrency (None: the account's unreserved pool)."""
+    lam = client("lambda")
+    return {
+        f: lam.get_function_concurrency(FunctionName=outputs[f"{f}FunctionName"]).get("ReservedConcurrentExecutions")
+        for f in FUNCTIONS
+    }
+
+
+def notification_mapping(outputs) -> dict:
+    lam = client("lambda")
+    queue_arn = client("sqs").get_queue_attributes(
+        QueueUrl=outputs["CrashNotificationQueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    mappings = lam.list_event_source_mappings(
+        FunctionName=outputs["CrashRouterFunctionName"], EventSourceArn=queue_arn
+    )["EventSourceMappings"]
+    assert len(mappings) == 1, mappings
+    return mappings[0]
+
+
+def test_concurrency_is_capped_on_the_mapping_and_reserved_only_when_asked(pipeline, crash):
+    # The default stack reserves nothing (a reservation could exceed a new account's pool) ...
+    assert reserved_concurrency(pipeline) == {f: None for f in FUNCTIONS}
+    # ... but the SQS mapping never runs more than CrashRouterMaxConcurrency invocations, so a
+    # flood of notifications waits on the queue instead of being received, throttled and
+    # counted toward the DLQ; and a receive count of 5 leaves room for throttled receives.
+    assert notification_mapping(pipeline)["ScalingConfig"] == {"MaximumConcurrency": 10}
+    policy = client("sqs").get_queue_attributes(QueueUrl=crash["notifications"], AttributeNames=["RedrivePolicy"])
+    assert json.loads(policy["Attributes"]["RedrivePolicy"])["maxReceiveCount"] == 5 == crash["max_receives"]
+
+
 def test_routes_exactly_the_accepted_ids_and_the_sampled_share(crash):
     sampled, unsampled = ids_split(crash["percent"], 2, 3)
     encoded = crash_id()  # a key S3 percent-encodes in the notification

@@ -23,8 +23,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import FAULT_SEED, client, log_lines, marker, record_reliability, wait_until
+from conftest import FAULT_SEED, FAULT_STACK_RESERVATIONS, client, log_lines, marker, record_reliability, wait_until
 from faultproxy import Rule
+from test_crash_router import FUNCTIONS, notification_mapping, reserved_concurrency
 from test_crash_router import Queue as RoutedQueue
 from test_crash_router import crash_id, ids_split, raw_key, sample_bucket
 
@@ -107,6 +108,18 @@ def dlq_crash_ids(bodies, run) -> set[str]:
 
 
 NOT_SENT = re.compile(r"crash id ([0-9a-f-]{36}) not sent to queue")
+
+
+def test_the_reservations_an_operator_sets_are_applied(faulty_pipeline):
+    """This stack is deployed with ReservedConcurrency parameters (conftest.py); each one is
+    the function's reservation, the rest keep the unreserved pool, and the SQS mapping's
+    MaximumConcurrency stays below crash-router's reservation."""
+    want = {f: None for f in FUNCTIONS}
+    for name, value in FAULT_STACK_RESERVATIONS.items():
+        want[name.removesuffix("ReservedConcurrency")] = int(value)
+    assert reserved_concurrency(faulty_pipeline) == want
+    maximum = notification_mapping(faulty_pipeline)["ScalingConfig"]["MaximumConcurrency"]
+    assert maximum <= want["CrashRouter"]
 
 
 def test_every_accepted_crash_is_queued_or_in_the_dlq_under_sqs_faults(crash, fault_proxy):
