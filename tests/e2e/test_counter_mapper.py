@@ -372,9 +372,9 @@ def test_a_notification_sns_cannot_deliver_is_kept_in_a_queue(pipeline, aws):
     assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": queue_arn}
 
 
-# CI runs 40 files x 100 counters (4,000 values, ~4 min here: LocalStack's DynamoDB stream
+# CI runs 40 files x 100 counters (4,000 values, ~2 min in CI: LocalStack's DynamoDB stream
 # mapping feeds the aggregator ~30 records/s); `SLUICE_SCALE=full` (or SLUICE_FAULT_SCALE=full,
-# as `just reliability` sets it) the full 100 x 100.
+# the fault tests' switch) the full 100 x 100.
 SCALE_FULL = "full" in (os.environ.get("SLUICE_SCALE"), os.environ.get("SLUICE_FAULT_SCALE"))
 SCALE_INSTANCES = 100 if SCALE_FULL else 40
 

@@ -134,7 +134,7 @@ pub async fn get_object_version_bytes(
     version_id: Option<&str>,
     deadline: &Deadline,
 ) -> Result<Bytes, S3Error> {
-    get_retried(client, bucket, key, version_id, deadline)
+    get_retried(client, bucket, key, version_id, None, deadline)
         .await
         .map(|(body, _)| body)
 }
@@ -152,15 +152,7 @@ pub async fn get_object_bytes_within(
     limit: u64,
     deadline: &Deadline,
 ) -> Result<(Bytes, Option<String>), S3Error> {
-    let earlier = std::sync::Mutex::new(None);
-    let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
-        remember_cause(
-            &earlier,
-            get_once(client, bucket, key, version_id, Some(limit), deadline),
-        )
-    })
-    .await;
-    with_cause(result, earlier)
+    get_retried(client, bucket, key, version_id, Some(limit), deadline).await
 }
 
 /// The current ETag of an object (`HeadObject`), `None` if it does not exist; retries
@@ -250,7 +242,7 @@ pub async fn get_object_with_etag(
     key: &str,
     deadline: &Deadline,
 ) -> Result<Option<(Bytes, String)>, S3Error> {
-    match get_retried(client, bucket, key, None, deadline).await {
+    match get_retried(client, bucket, key, None, None, deadline).await {
         Ok((body, etag)) => Ok(Some((body, etag.unwrap_or_default()))),
         Err(S3Error::NotFound { .. }) => Ok(None),
         Err(err) => Err(err),
@@ -262,13 +254,14 @@ async fn get_retried(
     bucket: &str,
     key: &str,
     version_id: Option<&str>,
+    limit: Option<u64>,
     deadline: &Deadline,
 ) -> Result<(Bytes, Option<String>), S3Error> {
     let earlier = std::sync::Mutex::new(None);
     let result = retry_transient_if(&Backoff::default(), deadline, S3Error::is_transient, || {
         remember_cause(
             &earlier,
-            get_once(client, bucket, key, version_id, None, deadline),
+            get_once(client, bucket, key, version_id, limit, deadline),
         )
     })
     .await;
@@ -344,41 +337,34 @@ async fn get_once(
         size,
         limit,
     };
-    if let Some(limit) = limit {
-        match output.content_length.and_then(|n| u64::try_from(n).ok()) {
-            Some(size) if size > limit => return Err(too_large(size, limit)),
-            Some(_) => {}
-            None => {
-                // No length given: read no more than the limit.
-                let mut body = output.body;
-                let mut read = bytes::BytesMut::new();
-                let collect = async {
-                    while let Some(chunk) = body.try_next().await? {
-                        if (read.len() + chunk.len()) as u64 > limit {
-                            return Ok(Err(too_large((read.len() + chunk.len()) as u64, limit)));
-                        }
-                        read.extend_from_slice(&chunk);
-                    }
-                    Ok::<_, aws_smithy_types::byte_stream::error::Error>(Ok(()))
-                };
-                let outcome = tokio::time::timeout_at(deadline.instant(), collect).await;
-                return match outcome {
-                    Ok(Ok(Ok(()))) => Ok((read.freeze(), etag)),
-                    Ok(Ok(Err(too_large))) => Err(too_large),
-                    Ok(Err(err)) => Err(body_error(
-                        "BodyReadError",
-                        DisplayErrorContext(&err).to_string(),
-                    )),
-                    Err(_) => Err(body_error(
-                        "TimeoutError",
-                        "body not read before the invocation deadline".to_owned(),
-                    )),
-                };
-            }
-        }
+    let length = output.content_length.and_then(|n| u64::try_from(n).ok());
+    if let (Some(limit), Some(size)) = (limit, length)
+        && size > limit
+    {
+        return Err(too_large(size, limit));
     }
-    match tokio::time::timeout_at(deadline.instant(), output.body.collect()).await {
-        Ok(Ok(body)) => Ok((body.into_bytes(), etag)),
+    let mut body = output.body;
+    let read = async {
+        match (limit, length) {
+            // No length given: read no more than the limit.
+            (Some(limit), None) => {
+                let mut read = bytes::BytesMut::new();
+                while let Some(chunk) = body.try_next().await? {
+                    let size = (read.len() + chunk.len()) as u64;
+                    if size > limit {
+                        return Ok(Err(too_large(size, limit)));
+                    }
+                    read.extend_from_slice(&chunk);
+                }
+                Ok(Ok(read.freeze()))
+            }
+            // No limit, or a length within it: the whole body.
+            _ => body.collect().await.map(|b| Ok(b.into_bytes())),
+        }
+    };
+    match tokio::time::timeout_at(deadline.instant(), read).await {
+        Ok(Ok(Ok(bytes))) => Ok((bytes, etag)),
+        Ok(Ok(Err(too_large))) => Err(too_large),
         Ok(Err(err)) => Err(body_error(
             "BodyReadError",
             DisplayErrorContext(&err).to_string(),

@@ -263,12 +263,12 @@ impl Handler {
         metrics: &mut Metrics,
     ) -> Result<(ObjectOutcome, Option<String>), HandlerError> {
         let (bucket, key) = (object.bucket.clone(), object.key.clone());
+        let metadata = SourceMetadata::new(object);
         let limit = self.converter.max_input_bytes();
         let (input, etag) =
             match get_object_bytes_within(&self.s3, &bucket, &key, None, limit, deadline).await {
                 Ok(read) => read,
                 Err(S3Error::TooLarge { size, limit, .. }) => {
-                    let metadata = SourceMetadata::new(object);
                     let reason = InputError::TooLarge { size, limit };
                     // Refused from its size alone: no version to converge on.
                     return self
@@ -312,7 +312,6 @@ impl Handler {
                     reason: e.to_string(),
                 })?;
         let source = format!("s3://{bucket}/{key}");
-        let metadata = SourceMetadata::new(object);
         match converted {
             Ok(conversion) => {
                 let (records, rejected) = (conversion.converted(), conversion.rejects.len());
