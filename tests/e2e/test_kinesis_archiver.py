@@ -1,8 +1,9 @@
 """kinesis-archiver end to end, invoked directly with crafted Kinesis batches: records
 split into one object per UTC hour, bytes kept exactly (non-UTF-8 included, one `\\n`
 added only where missing), large batches compressed in parallel and still read by stock
-`bzip2 -d`; the same batch delivered twice leaves one object per hour; an unreadable
-batch fails and writes nothing."""
+`bzip2 -d`; the same batch delivered twice leaves one object per hour; the same records
+delivered again in parts (bisected, resized) leave each record in exactly one object; an
+unreadable batch fails and writes nothing."""
 
 import base64
 import json
@@ -94,8 +95,8 @@ def test_same_batch_twice_leaves_one_exact_object_per_hour(pipeline, aws):
 
     keys = sorted(objects)
     assert keys == [
-        f"{prefix}2021/06/player_events.2021063023.{SHARD}-{seq(0)}-{seq(1)}.bz2",
-        f"{prefix}2021/07/player_events.2021070100.{SHARD}-{seq(2)}-{seq(1902)}.bz2",
+        f"{prefix}2021/06/player_events.2021063023.{SHARD}-{seq(0)}.bz2",
+        f"{prefix}2021/07/player_events.2021070100.{SHARD}-{seq(2)}.bz2",
     ]
     june, july = (objects[k] for k in keys)
     assert bunzip2(june["raw"]) == records[0][1] + b"\n" + records[1][1] + b"\n"
@@ -109,6 +110,45 @@ def test_same_batch_twice_leaves_one_exact_object_per_hour(pipeline, aws):
         "shard-id": SHARD,
     }
     assert july["metadata"]["record-count"] == "1901"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    "parts",
+    [[(0, 25), (25, 50), (50, 100)], [(0, 60), (60, 100)], [(0, 70), (70, 71), (71, 100)]],
+    ids=["bisected twice", "resized", "split at the step back"],
+)
+def test_a_re_split_batch_leaves_every_record_in_one_object(pipeline, aws, parts):
+    tag = marker()
+    run_seq = str(random.randrange(10**20, 10**21))
+    seq = lambda i: f"{run_seq}{i:06}"  # noqa: E731
+    hour_22, hour_23 = 1625090400.0, 1625094000.0  # 2021-06-30 22:00 and 23:00 UTC
+    records = [
+        (seq(i), json.dumps({"run": tag, "i": i}).encode(), (hour_22 if i < 40 else hour_23) + i)
+        for i in range(100)
+    ]
+    # An arrival time stepping back across the hour: its own group, never joined to the first.
+    records[70] = (seq(70), records[70][1], hour_22 + 3599.5)
+    stream_arn = pipeline["EventStreamArn"]
+    name = pipeline["KinesisArchiverFunctionName"]
+    bucket, prefix = pipeline["ArchiveBucketName"], archive_prefix(pipeline)
+
+    # The whole batch written, then (as after a crash or a timeout before the answer) the
+    # mapping delivers it again in parts, in order.
+    for part in [records] + [records[a:b] for a, b in parts]:
+        response, payload = invoke(name, kinesis_event(stream_arn, part))
+        assert "FunctionError" not in response, payload
+        assert payload == {"batchItemFailures": []}
+
+    objects = objects_for(aws, bucket, prefix, run_seq)
+    copies: dict[bytes, int] = {}
+    for obj in objects.values():
+        for line in bunzip2(obj["raw"]).splitlines():
+            copies[line] = copies.get(line, 0) + 1
+    assert sorted(copies) == sorted(data for _, data, _ in records), "every record archived"
+    assert [line for line, n in copies.items() if n > 1] == [], "no record in two objects"
+    stepped_back = [k for k in objects if k.endswith(f"-{seq(70)}.bz2")]
+    assert len(stepped_back) == 1 and ".2021063022." in stepped_back[0], sorted(objects)
 
 
 def test_unreadable_batch_fails_the_invocation_and_writes_nothing(pipeline, aws):

@@ -2,15 +2,26 @@
 //! of arrival, each group's newline-delimited payload, its bzip2 body, its object key and
 //! metadata.
 //!
-//! The key's `<id>` is `<shard id>-<first sequence number>-<last sequence number>` of the
-//! group, so a redelivered batch lands on the same keys and overwrites instead of adding
-//! duplicates.
+//! A group is a contiguous run of the batch: consecutive records of one shard that arrived
+//! in the same UTC hour. The key's `<id>` is `<shard id>-<first sequence number>` of the
+//! group, and nothing else, so any redelivery lands on keys already written and overwrites
+//! them instead of adding copies:
+//!
+//! - the same batch again: the same groups, the same keys, the same bytes;
+//! - from a checkpoint the function reported (the first sequence number of the first group
+//!   it could not write): every group before it holds only records before it, so nothing
+//!   written is delivered again;
+//! - re-split (a bisected or resized batch after a crash or a timeout, parts delivered in
+//!   order from where the batch started): every object the earlier attempt wrote starts
+//!   at a batch start or an hour change, which starts a group in the part holding it too,
+//!   so that part overwrites it with only its own records; the records past the part's end
+//!   are written by the next part, under its first record. No record stays in two objects.
 
 use sluice_events::KinesisRecordData;
 use sluice_partition::{HourPartition, PartitionTime};
 
-/// The records of one batch that arrived in the same UTC hour on the same shard, in
-/// batch (sequence) order.
+/// A contiguous run of a batch's records that arrived in the same UTC hour on the same
+/// shard, in batch (sequence) order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HourGroup<'a> {
     pub shard_id: &'a str,
@@ -27,15 +38,14 @@ impl HourGroup<'_> {
         &self.records[self.records.len() - 1].sequence_number
     }
 
-    /// `<prefix><yyyy>/<mm>/player_events.<yyyymmddHH>.<id>.bz2`.
+    /// `<prefix><yyyy>/<mm>/player_events.<yyyymmddHH>.<shard id>-<first seq>.bz2`.
     pub fn object_key(&self, prefix: &str) -> String {
         format!(
-            "{prefix}{}player_events.{}.{}-{}-{}.bz2",
+            "{prefix}{}player_events.{}.{}-{}.bz2",
             self.hour.year_month_path(),
             self.hour.stamp(),
             key_safe(self.shard_id),
             self.first_sequence_number(),
-            self.last_sequence_number(),
         )
     }
 
@@ -70,19 +80,20 @@ impl HourGroup<'_> {
     }
 }
 
-/// Groups `records` by shard and UTC hour of arrival. Groups come in the order of
-/// their first record in the batch, so with Kinesis' increasing arrival times the first
-/// group holds the lowest sequence numbers.
+/// Splits `records` into contiguous runs of one shard and UTC hour of arrival, in batch
+/// order: a record joins the group before it only when it has the same shard and hour,
+/// so every group holds lower sequence numbers than every later group. With Kinesis'
+/// increasing arrival times that is one group per hour; an arrival time that steps back
+/// across an hour boundary starts a new group (and object) rather than reaching back.
 pub fn hour_groups(records: &[KinesisRecordData]) -> Vec<HourGroup<'_>> {
     let mut groups: Vec<HourGroup<'_>> = Vec::new();
     for record in records {
         let hour = PartitionTime::from_datetime(record.arrival).hour();
-        match groups
-            .iter_mut()
-            .find(|g| g.hour == hour && g.shard_id == record.shard_id)
-        {
-            Some(group) => group.records.push(record),
-            None => groups.push(HourGroup {
+        match groups.last_mut() {
+            Some(group) if group.hour == hour && group.shard_id == record.shard_id => {
+                group.records.push(record)
+            }
+            _ => groups.push(HourGroup {
                 shard_id: &record.shard_id,
                 hour,
                 records: vec![record],
@@ -134,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_by_utc_hour_of_arrival_in_batch_order() {
+    fn groups_are_contiguous_runs_of_one_utc_hour_in_batch_order() {
         let records = vec![
             record(
                 "shardId-000000000000",
@@ -177,10 +188,16 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("2024030907".to_owned(), vec!["101", "103"]),
-                ("2024030908".to_owned(), vec!["102", "104"]),
-            ]
+                ("2024030907".to_owned(), vec!["101"]),
+                ("2024030908".to_owned(), vec!["102"]),
+                ("2024030907".to_owned(), vec!["103"]),
+                ("2024030908".to_owned(), vec!["104"]),
+            ],
+            "a record never joins a group it is not next to"
         );
+        let keys: Vec<String> = groups.iter().map(|g| g.object_key("")).collect();
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), 4, "one key per group: {keys:?}");
     }
 
     #[test]
@@ -194,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn key_holds_partition_hour_shard_and_sequence_range() {
+    fn key_holds_partition_hour_shard_and_first_sequence_number() {
         let t = datetime!(2024-03-09 07:15:00 UTC);
         let records = vec![
             record(
@@ -213,7 +230,7 @@ mod tests {
         let groups = hour_groups(&records);
         assert_eq!(
             groups[0].object_key("raw/"),
-            "raw/2024/03/player_events.2024030907.shardId-000000000003-49590338271490256608559692538361571095921575989136588898-49590338271490256608559692540925702759324208523137515618.bz2"
+            "raw/2024/03/player_events.2024030907.shardId-000000000003-49590338271490256608559692538361571095921575989136588898.bz2"
         );
         assert_eq!(
             groups[0].metadata(),
@@ -243,7 +260,7 @@ mod tests {
         );
         assert_eq!(
             hour_groups(&records)[0].object_key(""),
-            "2024/12/player_events.2024123123.shardId-000000000000-7-7.bz2"
+            "2024/12/player_events.2024123123.shardId-000000000000-7.bz2"
         );
     }
 

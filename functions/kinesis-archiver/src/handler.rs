@@ -1,10 +1,11 @@
 //! One Kinesis batch → one bzip2 object per shard and UTC hour on S3, with Kinesis
 //! checkpoint semantics on failure.
 //!
-//! Groups are written in batch order. The first group that cannot be written (S3 error
-//! after retries, or no time left) stops the batch: it and every later group are
-//! reported through the lowest first sequence number among them, so Lambda resumes the
-//! shard there and redelivers them; nothing after a failure is written out of order.
+//! Groups (contiguous runs of one hour, see [`crate::archive`]) are written in batch
+//! order. The first group that cannot be written (S3 error after retries, or no time
+//! left) stops the batch: its first sequence number is the checkpoint, so Lambda resumes
+//! the shard there and redelivers it and everything after it; nothing at or after the
+//! checkpoint has been written, so nothing is written twice.
 //! A batch that cannot be read at all (malformed event) fails the invocation, so
 //! `BisectBatchOnFunctionError` isolates the bad record and the on-failure destination
 //! receives it after the retries.
@@ -236,12 +237,43 @@ mod tests {
         (serde_json::to_value(response).unwrap(), metrics)
     }
 
-    fn key(hour: &str, first: &str, last: &str) -> String {
-        format!("events/2024/03/player_events.{hour}.{SHARD}-{first}-{last}.bz2")
+    fn key(hour: &str, first: &str) -> String {
+        format!("events/2024/03/player_events.{hour}.{SHARD}-{first}.bz2")
+    }
+
+    /// The batch's records from `from` on, as the mapping redelivers them after a
+    /// checkpoint (or one part of a re-split batch, with `to`).
+    fn records_between(event: &Value, from: u64, to: u64) -> Value {
+        let records: Vec<Value> = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                let seq: u64 = r["kinesis"]["sequenceNumber"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (from..=to).contains(&seq)
+            })
+            .cloned()
+            .collect();
+        json!({ "Records": records })
+    }
+
+    /// How many objects hold each record (by its line), over everything put.
+    fn copies_per_record(objects: &Objects) -> BTreeMap<Vec<u8>, usize> {
+        let mut copies = BTreeMap::new();
+        for (body, _) in objects.lock().unwrap().values() {
+            for line in body.split_inclusive(|b| *b == b'\n') {
+                *copies.entry(line.to_vec()).or_default() += 1;
+            }
+        }
+        copies
     }
 
     #[tokio::test(start_paused = true)]
-    async fn archives_one_object_per_hour_with_exact_bytes_and_metadata() {
+    async fn archives_one_object_per_contiguous_hour_run_with_exact_bytes_and_metadata() {
         let objects = Objects::default();
         let rule = store(&objects);
         let (response, metrics) = run(&archiver(&[&rule]), &batch(), Duration::from_secs(60)).await;
@@ -251,25 +283,22 @@ mod tests {
         assert_eq!(
             keys,
             [
-                &key("2024030907", "1001", "1006"),
-                &key("2024030908", "1003", "1003"),
-                &key("2024030909", "1005", "1005"),
+                &key("2024030907", "1001"),
+                &key("2024030907", "1004"),
+                &key("2024030907", "1006"),
+                &key("2024030908", "1003"),
+                &key("2024030909", "1005"),
             ]
         );
-        let (body, metadata) = &objects[&key("2024030907", "1001", "1006")];
-        assert_eq!(
-            body,
-            b"{\"n\":1}\n\xff\xfe raw \x00 bytes\n{\"n\":4}\n{\"n\":6}\n"
-        );
-        assert_eq!(metadata["record-count"], "4");
+        let (body, metadata) = &objects[&key("2024030907", "1001")];
+        assert_eq!(body, b"{\"n\":1}\n\xff\xfe raw \x00 bytes\n");
+        assert_eq!(metadata["record-count"], "2");
         assert_eq!(metadata["first-sequence-number"], "1001");
-        assert_eq!(metadata["last-sequence-number"], "1006");
+        assert_eq!(metadata["last-sequence-number"], "1002");
         assert_eq!(metadata["shard-id"], SHARD);
-        assert_eq!(
-            objects[&key("2024030908", "1003", "1003")].0,
-            b"{\"n\":3}\n"
-        );
-        assert_eq!(metrics.get("ObjectsWritten"), Some(3.0));
+        assert_eq!(objects[&key("2024030907", "1004")].0, b"{\"n\":4}\n");
+        assert_eq!(objects[&key("2024030908", "1003")].0, b"{\"n\":3}\n");
+        assert_eq!(metrics.get("ObjectsWritten"), Some(5.0));
         assert_eq!(metrics.get("RecordsArchived"), Some(6.0));
     }
 
@@ -281,12 +310,12 @@ mod tests {
         run(&archiver, &batch(), Duration::from_secs(60)).await;
         let first = objects.lock().unwrap().clone();
         run(&archiver, &batch(), Duration::from_secs(60)).await;
-        assert_eq!(rule.num_calls(), 6, "every object put twice");
+        assert_eq!(rule.num_calls(), 10, "every object put twice");
         assert_eq!(*objects.lock().unwrap(), first, "same keys, same bodies");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_hour_reports_its_first_record_and_stops_later_hours() {
+    async fn a_failed_hour_reports_its_first_record_and_stops_later_groups() {
         let objects = Objects::default();
         let denied = failing("2024030908", 403, "AccessDenied");
         let ok = store(&objects);
@@ -303,10 +332,92 @@ mod tests {
         let keys: Vec<String> = objects.lock().unwrap().keys().cloned().collect();
         assert_eq!(
             keys,
-            [key("2024030907", "1001", "1006")],
-            "hour 09 not written"
+            [key("2024030907", "1001")],
+            "nothing at or after 1003 written"
         );
-        assert_eq!(metrics.get("RecordsRedelivered"), Some(2.0));
+        assert_eq!(metrics.get("RecordsRedelivered"), Some(4.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redelivery_from_the_reported_checkpoint_puts_no_record_in_two_objects() {
+        let objects = Objects::default();
+        let denied = failing("2024030908", 403, "AccessDenied");
+        let ok = store(&objects);
+        let (response, _) = run(
+            &archiver(&[&denied, &ok]),
+            &batch(),
+            Duration::from_secs(60),
+        )
+        .await;
+        let checkpoint: u64 = response["batchItemFailures"][0]["itemIdentifier"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The mapping resumes at the checkpoint; this time S3 takes every put.
+        let ok = store(&objects);
+        let (response, _) = run(
+            &archiver(&[&ok]),
+            &records_between(&batch(), checkpoint, u64::MAX),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(response, json!({"batchItemFailures": []}));
+        let copies = copies_per_record(&objects);
+        assert_eq!(copies.len(), 6, "every record archived: {copies:?}");
+        assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+    }
+
+    /// 10 records, 2001–2004 in hour 07 and 2005–2010 in hour 08.
+    fn two_hour_batch() -> Value {
+        let records: Vec<Value> = (2001..=2010)
+            .map(|seq| {
+                let arrival = if seq <= 2004 {
+                    1_709_967_600.0
+                } else {
+                    1_709_971_200.0
+                };
+                record(
+                    &seq.to_string(),
+                    format!("{{\"seq\":{seq}}}").as_bytes(),
+                    arrival + (seq - 2000) as f64,
+                )
+            })
+            .collect();
+        json!({ "Records": records })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_re_split_batch_after_a_crash_leaves_every_record_in_one_object() {
+        // The whole batch was written, then the invocation crashed (or timed out) before
+        // answering; the mapping retries it in parts: bisected, then bisected again, or
+        // resized.
+        for parts in [
+            vec![(2001, 2005), (2006, 2010)],
+            vec![(2001, 2002), (2003, 2005), (2006, 2010)],
+            vec![(2001, 2003), (2004, 2010)],
+            vec![(2001, 2007), (2008, 2010)],
+        ] {
+            let objects = Objects::default();
+            let ok = store(&objects);
+            let archiver = archiver(&[&ok]);
+            run(&archiver, &two_hour_batch(), Duration::from_secs(60)).await;
+            for (from, to) in &parts {
+                let (response, _) = run(
+                    &archiver,
+                    &records_between(&two_hour_batch(), *from, *to),
+                    Duration::from_secs(60),
+                )
+                .await;
+                assert_eq!(response, json!({"batchItemFailures": []}));
+            }
+            let copies = copies_per_record(&objects);
+            assert_eq!(copies.len(), 10, "{parts:?}: every record archived");
+            assert!(
+                copies.values().all(|n| *n == 1),
+                "{parts:?}: a record in two objects: {copies:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
