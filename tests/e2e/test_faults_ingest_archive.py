@@ -12,20 +12,21 @@ what the client was told:
   (not lost: the client resends exactly those, and they land once);
 - a request resent after its ``202`` (a client that lost the answer) lands twice, told
   apart by the request id: ingest is at-least-once, it has no idempotency key; the
-  archiver adds no copies of its own (object keys are derived from the shard and the
-  batch's sequence range, so a retried put overwrites);
-- nothing in the failure queue, nothing missing.
+  archiver adds no copies of its own (object keys are derived from the shard and each
+  group's first sequence number, so a retried put overwrites);
+- nothing given up on (kept in the failure bucket), nothing missing.
 
 And the failure path: there is no record the archiver cannot archive (any bytes are
 archived; the 1 MiB record limit is enforced by ingest-api with a 413), so the "poison"
 is a batch S3 refuses permanently (``AccessDenied`` for objects holding a marker): it is
-retried exactly as configured on the event source mapping, its description lands in the
-on-failure queue, its records stay readable in the stream, and the records behind it
-are archived.
+retried exactly as configured on the event source mapping, then kept whole (records
+included, byte for byte) in the on-failure bucket and announced on the failure queue, and
+the records behind it are archived.
 
 Sizes: ``SLUICE_FAULT_SCALE=full`` posts the issue's 10,000 events; the default (CI) 2,000.
 """
 
+import base64
 import bz2
 import json
 import os
@@ -183,7 +184,7 @@ class Archive:
 
 
 def failure_messages(aws, queue_url: str) -> list[dict]:
-    """Every message on the archiver's on-failure queue (read, then made visible again)."""
+    """Every message on a queue (read, then made visible again)."""
     sqs = aws("sqs")
     found, handles = {}, []
     while True:
@@ -197,6 +198,18 @@ def failure_messages(aws, queue_url: str) -> list[dict]:
     for handle in handles:
         sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
     return list(found.values())
+
+
+def kept_failures(aws, outputs) -> list[dict]:
+    """Every batch the archiver's mapping gave up on, as kept in the failure bucket (the
+    invocation record with the batch under ``payload``), each with its ``key``."""
+    s3, bucket = aws("s3"), outputs["ArchiverFailureBucketName"]
+    kept = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="aws/lambda/"):
+        for item in page.get("Contents", []):
+            record = json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            kept.append({**record, "key": item["Key"]})
+    return kept
 
 
 def in_failure_ranges(messages: list[dict], sequence_number: str) -> bool:
@@ -310,10 +323,10 @@ def test_every_accepted_event_is_archived_exactly_once_under_faults(faulty_pipel
     print(f"events listed in a 503 that had been written after all (outcome-unknown write): {len(extra)}")
 
     # The archive holds exactly what the stream holds (ingest wrote each event once per
-    # request), and nothing went to the failure queue.
+    # request), and nothing was given up on.
     on_stream = tagged_stream_records(aws, outputs["EventStreamName"], tag)
     assert set(on_stream) == set(copies)
-    failures = failure_messages(aws, outputs["ArchiverFailureQueueUrl"])
+    failures = kept_failures(aws, outputs)
     in_dlq = sum(1 for seq in on_stream.values() if in_failure_ranges(failures, seq))
     assert in_dlq == 0
 
@@ -375,7 +388,7 @@ def bzip2_contains(needle: bytes):
 
 
 @pytest.mark.timeout(300)
-def test_a_batch_s3_refuses_goes_to_the_failure_queue_after_the_retries_and_blocks_nothing(
+def test_a_batch_s3_refuses_is_kept_whole_after_the_retries_and_blocks_nothing(
     faulty_pipeline, api, faults, aws
 ):
     outputs = faulty_pipeline
@@ -397,11 +410,10 @@ def test_a_batch_s3_refuses_goes_to_the_failure_queue_after_the_retries_and_bloc
     poison_seqs = sorted((seq for (n, _), seq in on_stream.items() if n < 100), key=int)
     behind_seqs = [seq for (n, _), seq in on_stream.items() if n >= 100]
 
-    def poison_reported():
-        messages = failure_messages(aws, outputs["ArchiverFailureQueueUrl"])
-        return [m for m in messages if in_failure_ranges([m], poison_seqs[0])]
+    def poison_kept():
+        return [m for m in kept_failures(aws, outputs) if in_failure_ranges([m], poison_seqs[0])]
 
-    reported = wait_until(poison_reported, timeout=120, interval=1, message="poison batch in the failure queue")
+    reported = wait_until(poison_kept, timeout=120, interval=1, message="poison batch kept in the failure bucket")
     archive = Archive(aws, outputs)
     lines = wait_until(
         lambda: (found := archive.lines_with(tag)) and len(found) >= 50 and found,
@@ -420,18 +432,42 @@ def test_a_batch_s3_refuses_goes_to_the_failure_queue_after_the_retries_and_bloc
     assert denied == retries + 1, "one refused put per invocation: the first and each configured retry"
 
     assert len(reported) == 1
-    info = reported[0]["KinesisBatchInfo"]
+    kept = reported[0]
+    info = kept["KinesisBatchInfo"]
     assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == (
         poison_seqs[0],
         poison_seqs[-1],
         5,
     )
     assert info["streamArn"] == outputs["EventStreamArn"]
-    assert reported[0]["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert kept["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert not any(in_failure_ranges(reported, seq) for seq in behind_seqs)
+    assert kept["key"].startswith(f"aws/lambda/{mapping['UUID']}/{info['shardId']}/"), kept["key"]
 
-    # The poison is not in the archive but still in the stream (24 h) for a redrive; every
-    # record behind it is archived once.
+    # The records themselves are kept, byte for byte as on the stream: recoverable after
+    # the stream's 24 h retention.
+    stream_bytes = {
+        r["SequenceNumber"]: r["Data"] for r in stream_records(aws, stream) if r["SequenceNumber"] in poison_seqs
+    }
+    kept_records = kept["payload"]["Records"]
+    assert [r["kinesis"]["sequenceNumber"] for r in kept_records] == poison_seqs
+    assert [base64.b64decode(r["kinesis"]["data"]) for r in kept_records] == [stream_bytes[q] for q in poison_seqs]
+    assert sorted(json.loads(base64.b64decode(r["kinesis"]["data"]))["n"] for r in kept_records) == list(range(5))
+
+    # The failure queue announces the kept batch (an S3 notification naming its object).
+    def announced():
+        messages = failure_messages(aws, outputs["ArchiverFailureQueueUrl"])
+        return [
+            r["s3"]["object"]["key"]
+            for m in messages
+            for r in m.get("Records", [])
+            if r["eventName"].startswith("ObjectCreated:") and r["s3"]["object"]["key"] == kept["key"]
+        ]
+
+    assert wait_until(announced, timeout=30, interval=1, message="kept batch announced on the failure queue")
+
+    # The poison is not in the archive (it is in the failure bucket); every record behind
+    # it is archived once.
     archived = sorted(e["n"] for _, e in lines)
     assert archived == [100 + n for n in range(50)]
     assert all(tag not in e.get("note", "") for _, e in lines)
@@ -458,6 +494,6 @@ def test_a_batch_s3_refuses_goes_to_the_failure_queue_after_the_retries_and_bloc
         injected=injected,
         command=(
             "SLUICE_FAULT_STACK=faults-ingest-archive python -m pytest tests/e2e/test_faults_ingest_archive.py "
-            "-q -k failure_queue"
+            "-q -k kept_whole"
         ),
     )
