@@ -12,7 +12,9 @@ class FakeJobApi:
     """POST /jobs {source, idempotency_key} -> {job_id}; GET /jobs/{id} -> {status}.
 
     Durations: the first rule whose word is in the object key wins (seconds);
-    keys containing "fail" end FAILED, keys containing "vanish" are forgotten (404)."""
+    keys containing "fail" end FAILED, keys containing "vanish" are forgotten (404);
+    "verbose" jobs succeed with a 300 KB message (over SNS's 256 KiB), "flood" jobs with
+    a 2 MiB one (over the poller's default 1 MiB read limit)."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -80,6 +82,8 @@ class FakeJobApi:
                         "ends": time.monotonic() + api.duration_for(object_key),
                         "fails": "fail" in object_key,
                         "vanishes": "vanish" in object_key,
+                        "message_bytes": 300_000 if "verbose" in object_key
+                        else 2 * 1024 * 1024 if "flood" in object_key else 0,
                     }
                     api.by_key[key] = job_id
                 self._answer(201, {"job_id": job_id, "status": "RUNNING"})
@@ -96,6 +100,10 @@ class FakeJobApi:
                     return self._answer(200, {"job_id": job_id, "status": "RUNNING"})
                 if job["fails"]:
                     return self._answer(200, {"job_id": job_id, "status": "FAILED", "message": "bad rows"})
+                if job["message_bytes"]:
+                    lines = "".join(f"row {n} loaded\n" for n in range(job["message_bytes"] // 10))
+                    message = lines[: job["message_bytes"]]
+                    return self._answer(200, {"job_id": job_id, "status": "SUCCEEDED", "message": message})
                 return self._answer(200, {"job_id": job_id, "status": "SUCCEEDED", "message": "loaded"})
 
         return Handler

@@ -291,6 +291,29 @@ def test_failed_and_vanished_jobs_end_with_one_failure_notification(stack, aws, 
     assert_no_second_notification(outcomes, vanishing, settle=3)
 
 
+@pytest.mark.timeout(120)
+def test_oversized_job_answers_are_truncated_or_refused_and_notified_once(stack, aws, fake_api, outcomes):
+    verbose = put_report(aws, stack, fake_api, "verbose", seconds=1)
+    flood = put_report(aws, stack, fake_api, "flood", seconds=1)
+
+    # 300 KB of message: recorded and notified, cut to 16 KiB and saying so.
+    told = outcomes.wait_for(verbose, timeout=60)
+    assert told["outcome"] == "SUCCEEDED", told
+    assert len(told["detail"].encode()) <= 16 * 1024
+    assert told["detail"].startswith("row 0 loaded\nrow 1 loaded\n"), told["detail"][:80]
+    assert told["detail"].endswith(" … [truncated: 300000 bytes in all]"), told["detail"][-80:]
+    item = one_item(aws, stack, verbose)
+    assert item["job_state"] == "SUCCEEDED" and item["outcome_detail"] == told["detail"]
+
+    # 2 MiB: not read past the 1 MiB limit; the job ends FAILED, the reason named.
+    refused = outcomes.wait_for(flood, timeout=60)
+    assert refused["outcome"] == "FAILED", refused
+    assert "longer than 1048576 bytes (JOB_API_MAX_ANSWER_BYTES)" in refused["detail"], refused
+    assert one_item(aws, stack, flood)["job_state"] == "FAILED"
+    for key in (verbose, flood):
+        assert_no_second_notification(outcomes, key, settle=3)
+
+
 @pytest.mark.timeout(60)
 def test_bad_input_is_rejected_or_skipped_without_a_job(stack, aws, fake_api):
     response, body = invoke_sync(aws, stack, {"hello": "world"})

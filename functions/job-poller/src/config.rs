@@ -31,6 +31,8 @@ pub struct Config {
     pub max_generations: u32,
     /// `JOB_API_TIMEOUT_MS` (default 5000): one HTTP request to the job API.
     pub api_timeout: Duration,
+    /// `JOB_API_MAX_ANSWER_BYTES` (default 1 MiB, 1 KiB–16 MiB): the longest answer read.
+    pub api_max_answer_bytes: usize,
 }
 
 impl Config {
@@ -64,6 +66,11 @@ impl Config {
                 5_000u64,
                 100..=60_000,
             )?),
+            api_max_answer_bytes: env.number_in(
+                "JOB_API_MAX_ANSWER_BYTES",
+                crate::job_api::DEFAULT_MAX_ANSWER_BYTES,
+                1024..=16 << 20,
+            )?,
         })
     }
 }
@@ -125,6 +132,7 @@ mod tests {
         assert_eq!(c.poll_max, Duration::from_secs(30));
         assert_eq!(c.max_generations, 24);
         assert_eq!(c.api_timeout, Duration::from_secs(5));
+        assert_eq!(c.api_max_answer_bytes, 1 << 20);
     }
 
     #[test]

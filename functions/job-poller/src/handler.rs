@@ -31,7 +31,10 @@ use crate::config::Config;
 use crate::event::{Continuation, InvalidEvent, NotificationRecord, ObjectVersion, PollerEvent};
 use crate::job_api::{ApiError, JobApi, JobSource, JobStatus, StartRequest};
 use crate::outcome_text;
-use crate::table::{JobRecord, JobState, JobsTable, Outcome, SourceClaim, TableError};
+use crate::table::{
+    JobRecord, JobState, JobsTable, MAX_DETAIL_BYTES, Outcome, SourceClaim, TableError,
+    truncate_detail,
+};
 
 /// Kept after every AWS call's deadline for answering the runtime.
 const RESPONSE_RESERVE: Duration = Duration::from_millis(300);
@@ -126,7 +129,11 @@ impl Notification {
             source: record.source.clone(),
             source_id: record.source_id.clone(),
             outcome: record.state.as_str().to_owned(),
-            detail: record.outcome_detail.clone().unwrap_or_default(),
+            // Bounded here too: an item recorded before details were bounded may hold more.
+            detail: truncate_detail(
+                record.outcome_detail.clone().unwrap_or_default(),
+                MAX_DETAIL_BYTES,
+            ),
             duration_ms: finished.saturating_sub(started),
             generations: record.generation.unwrap_or(0) + 1,
             started_at_ms: started,
@@ -776,6 +783,9 @@ impl<A: JobApi> Poller<A> {
         outcome: Outcome,
         inv: &Invocation,
     ) -> Result<JobReport, PollerError> {
+        // The job API's message can be any size: cut to what the item and one SNS
+        // message hold, saying so, so the outcome is always recorded and notified.
+        let outcome = outcome.bounded();
         let now = (self.now_ms)();
         let work = self.work_deadline(inv);
         let recorded = self

@@ -45,6 +45,7 @@ fn config() -> Config {
         poll_max: Duration::from_secs(1),
         max_generations: 3,
         api_timeout: Duration::from_secs(1),
+        api_max_answer_bytes: 1 << 20,
     }
 }
 
@@ -126,6 +127,9 @@ impl Aws {
             mock!(aws_sdk_sns::Client::publish)
                 .match_requests(move |r| {
                     assert_eq!(r.message_structure(), Some("json"));
+                    // SNS refuses a message over 256 KiB (`InvalidParameter`).
+                    let size = r.message().unwrap().len() + r.subject().map_or(0, str::len);
+                    assert!(size <= SNS_MAX_MESSAGE_BYTES, "SNS refuses {size} bytes");
                     let message: Value = serde_json::from_str(r.message().unwrap()).unwrap();
                     let default = message["default"].as_str().expect("a default message");
                     published
@@ -383,6 +387,9 @@ fn continuation(generation: u32, budget_remaining: u32) -> Value {
     .unwrap()
 }
 
+/// SNS's largest message, attributes and Subject included.
+const SNS_MAX_MESSAGE_BYTES: usize = 262_144;
+
 fn succeeded() -> Result<JobStatus, ApiError> {
     Ok(JobStatus::Succeeded {
         message: Some("1200 rows loaded".to_owned()),
@@ -635,6 +642,108 @@ async fn start_recorded_but_its_answer_lost_is_still_followed_by_this_invocation
     assert_eq!(published.len(), 1);
     assert_eq!(published[0]["outcome"], "SUCCEEDED");
     assert_eq!(published[0]["generations"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_job_message_is_truncated_recorded_and_notified_once() {
+    // 300 KB of message: over SNS's 256 KiB. Before, the publish was refused after the
+    // notification was claimed: the event went to the failure queue, then "already
+    // notified", and nobody heard of the job.
+    let message = format!(
+        "{}\n\"{}\"",
+        "row 1 loaded; ".repeat(20_000),
+        "\u{1}".repeat(1_000)
+    );
+    let api = InMemoryJobApi::new();
+    api.script(
+        "job-1",
+        [Ok(JobStatus::Succeeded {
+            message: Some(message.clone()),
+        })],
+    );
+    let recorded = Arc::new(Mutex::new(Vec::<String>::new()));
+    let kept = recorded.clone();
+    let outcome_recorded = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |r| {
+            let matched = is_update(r, OUTCOME) && value(r, ":outcome") == Some("SUCCEEDED");
+            if matched {
+                kept.lock()
+                    .unwrap()
+                    .push(value(r, ":detail").unwrap().to_owned());
+            }
+            matched
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    let aws = Aws::with(vec![
+        claim_ok(),
+        update_ok(STARTED),
+        outcome_recorded,
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = aws
+        .one_within(
+            &api,
+            &s3_put("reports/2026/11/21/sales.csv"),
+            Duration::from_secs(30),
+        )
+        .await;
+
+    assert_eq!(job.action, Action::Finished);
+    let published = aws.published();
+    assert_eq!(published.len(), 1, "notified once");
+    assert_eq!(published[0]["outcome"], "SUCCEEDED");
+    let detail = published[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.len() <= crate::table::MAX_DETAIL_BYTES,
+        "{}",
+        detail.len()
+    );
+    assert!(
+        detail.ends_with(&format!(" … [truncated: {} bytes in all]", message.len())),
+        "{}",
+        &detail[detail.len() - 60..]
+    );
+    assert!(message.starts_with(detail.split(" … [truncated").next().unwrap()));
+    assert_eq!(
+        *recorded.lock().unwrap(),
+        [detail.to_owned()],
+        "the item keeps the same text"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_at_every_bound_fits_one_sns_message() {
+    // The worst case for size: every character of the detail and the key escaped in
+    // both JSON layers (control characters become \u00XX, then \\u00XX).
+    let key = format!("reports/{}", "\u{1}".repeat(1_016));
+    let n = Notification {
+        job_id: Some("\u{1}".repeat(crate::job_api::MAX_JOB_ID_BYTES)),
+        source: JobSource {
+            bucket: "reports-bucket".to_owned(),
+            key: key.clone(),
+            etag: Some("\u{1}".repeat(64)),
+            sequencer: Some("0".repeat(64)),
+            version_id: Some("\u{1}".repeat(1_024)),
+            uri: format!("s3://reports-bucket/{key}"),
+        },
+        source_id: "s".repeat(64),
+        outcome: "SUCCEEDED".to_owned(),
+        detail: crate::table::truncate_detail(
+            "\u{1}".repeat(1 << 20),
+            crate::table::MAX_DETAIL_BYTES,
+        ),
+        duration_ms: u64::MAX,
+        generations: u32::MAX,
+        started_at_ms: u64::MAX,
+        finished_at_ms: u64::MAX,
+    };
+    let json = serde_json::to_string(&n).unwrap();
+    let text = crate::outcome_text::email_text(&n, "jobs-table");
+    let message = crate::outcome_text::per_protocol_message(&json, &text).unwrap();
+    let size = message.len() + crate::outcome_text::subject(&n).len();
+    assert!(size <= SNS_MAX_MESSAGE_BYTES, "{size} bytes");
 }
 
 #[tokio::test(start_paused = true)]

@@ -11,6 +11,9 @@
 //! Every call carries `Authorization: Bearer <token>`. `429`, `5xx`, connection
 //! failures, timeouts and unreadable answers are transient; `401`/`403` mean the token
 //! is wrong (the token is re-read once before giving up); other `4xx` are rejections.
+//! An answer is read up to a size limit (`JOB_API_MAX_ANSWER_BYTES`): a longer one is
+//! refused as [`ApiError::TooLarge`] without reading the rest, and a `job_id` longer
+//! than [`MAX_JOB_ID_BYTES`] is refused as unusable.
 //!
 //! The handler sees only the [`JobApi`] trait, so its decisions are tested with an
 //! in-memory API and no network.
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -107,6 +110,14 @@ pub enum ApiError {
         status: u16,
         body: String,
     },
+    /// The answer was longer than the poller reads (`JOB_API_MAX_ANSWER_BYTES`).
+    #[error(
+        "job API's answer to {operation} is longer than {limit} bytes (JOB_API_MAX_ANSWER_BYTES); not read"
+    )]
+    TooLarge {
+        operation: &'static str,
+        limit: usize,
+    },
     /// The token could not be read from its store.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -119,7 +130,8 @@ impl Transient for ApiError {
             ApiError::Token(e) => e.is_transient(),
             ApiError::UnknownJob { .. }
             | ApiError::Unauthorized { .. }
-            | ApiError::Rejected { .. } => false,
+            | ApiError::Rejected { .. }
+            | ApiError::TooLarge { .. } => false,
         }
     }
 }
@@ -157,6 +169,13 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// Longest response body kept in an error message.
 const BODY_SNIPPET: usize = 300;
 
+/// Default for `JOB_API_MAX_ANSWER_BYTES`: the longest answer read (1 MiB).
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Longest `job_id` accepted from a start answer: it goes into a URL path, the jobs
+/// table item and the notification.
+pub const MAX_JOB_ID_BYTES: usize = 1024;
+
 /// The job API over HTTP(S), with the bearer token from `T`.
 #[derive(Clone)]
 pub struct HttpJobApi<T> {
@@ -164,6 +183,7 @@ pub struct HttpJobApi<T> {
     base: String,
     tokens: Arc<T>,
     request_timeout: Duration,
+    max_answer_bytes: usize,
 }
 
 impl<T: TokenSource> HttpJobApi<T> {
@@ -190,7 +210,14 @@ impl<T: TokenSource> HttpJobApi<T> {
             base: base.trim_end_matches('/').to_owned(),
             tokens: Arc::new(tokens),
             request_timeout,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         })
+    }
+
+    /// Reads at most `limit` bytes of any answer (default [`DEFAULT_MAX_ANSWER_BYTES`]).
+    pub fn with_max_answer_bytes(mut self, limit: usize) -> Self {
+        self.max_answer_bytes = limit;
+        self
     }
 
     async fn send_once(
@@ -230,13 +257,19 @@ impl<T: TokenSource> HttpJobApi<T> {
                     detail: format!("{e:?}"),
                 })?;
             let status = response.status();
-            let bytes = response
-                .into_body()
+            let limit = self.max_answer_bytes;
+            let bytes = Limited::new(response.into_body(), limit)
                 .collect()
                 .await
-                .map_err(|e| ApiError::Transient {
-                    operation,
-                    detail: format!("reading the answer: {e}"),
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        ApiError::TooLarge { operation, limit }
+                    } else {
+                        ApiError::Transient {
+                            operation,
+                            detail: format!("reading the answer: {e}"),
+                        }
+                    }
                 })?
                 .to_bytes();
             Ok((status, bytes))
@@ -337,6 +370,17 @@ pub fn parse_start(status: StatusCode, body: &[u8]) -> Result<String, ApiError> 
         return Err(ApiError::Transient {
             operation: OP,
             detail: "answer carried an empty job_id".to_owned(),
+        });
+    }
+    if answer.job_id.len() > MAX_JOB_ID_BYTES {
+        return Err(ApiError::Rejected {
+            operation: OP,
+            status: status.as_u16(),
+            body: format!(
+                "answer carried a job_id of {} bytes (at most {MAX_JOB_ID_BYTES}): {}",
+                answer.job_id.len(),
+                snippet(answer.job_id.as_bytes())
+            ),
         });
     }
     Ok(answer.job_id)
@@ -814,6 +858,50 @@ mod over_http {
             seen.lock().unwrap()[0].line,
             "GET /api/jobs/job%201%2F2 HTTP/1.1"
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_as_too_large_and_one_within_it_is_read() {
+        let long_message = "m".repeat(5_000);
+        let body = format!(r#"{{"job_id":"j-1","status":"SUCCEEDED","message":"{long_message}"}}"#);
+        let answer = body.clone();
+        let (base, _) = serve(move |_| (200, answer.clone())).await;
+        let api = HttpJobApi::new(&base, RotatingToken::new("t", "t"), Duration::from_secs(5))
+            .unwrap()
+            .with_max_answer_bytes(4_096);
+        let err = api.status("j-1").await.unwrap_err();
+        assert_eq!(
+            err,
+            ApiError::TooLarge {
+                operation: "get job status",
+                limit: 4_096
+            }
+        );
+        assert!(!err.is_transient(), "the same answer would come again");
+        assert!(
+            err.to_string().contains("JOB_API_MAX_ANSWER_BYTES"),
+            "{err}"
+        );
+
+        let api = api.with_max_answer_bytes(body.len());
+        assert_eq!(
+            api.status("j-1").await,
+            Ok(JobStatus::Succeeded {
+                message: Some(long_message)
+            })
+        );
+    }
+
+    #[test]
+    fn a_job_id_too_long_to_keep_is_refused() {
+        let long = "j".repeat(MAX_JOB_ID_BYTES + 1);
+        let body = format!(r#"{{"job_id":"{long}","status":"RUNNING"}}"#);
+        let err = parse_start(StatusCode::CREATED, body.as_bytes()).unwrap_err();
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("1025 bytes"), "{err}");
+        let fits = "j".repeat(MAX_JOB_ID_BYTES);
+        let body = format!(r#"{{"job_id":"{fits}","status":"RUNNING"}}"#);
+        assert_eq!(parse_start(StatusCode::CREATED, body.as_bytes()), Ok(fits));
     }
 
     #[tokio::test]

@@ -39,7 +39,8 @@ async fn cold_start() -> Result<Poller<HttpJobApi<SecretToken>>, String> {
         .await
         .map_err(|e| format!("job API token (JOB_API_TOKEN_SECRET): {e}"))?;
     let api = HttpJobApi::new(&config.api_base_url, tokens, config.api_timeout)
-        .map_err(|e| format!("HTTPS client for JOB_API_BASE_URL: {e}"))?;
+        .map_err(|e| format!("HTTPS client for JOB_API_BASE_URL: {e}"))?
+        .with_max_answer_bytes(config.api_max_answer_bytes);
     let table = JobsTable::new(clients::dynamodb(&sdk), &config.jobs_table);
     Ok(Poller::new(
         config,

@@ -132,6 +132,35 @@ pub struct Outcome {
     pub detail: String,
 }
 
+/// Longest outcome detail kept (in the item and the notification): the job API's
+/// message can be any size, an item holds 400 KB and an SNS message 256 KB.
+pub const MAX_DETAIL_BYTES: usize = 16 * 1024;
+
+impl Outcome {
+    /// The outcome with its detail cut to `MAX_DETAIL_BYTES`, saying so.
+    pub fn bounded(self) -> Self {
+        Outcome {
+            state: self.state,
+            detail: truncate_detail(self.detail, MAX_DETAIL_BYTES),
+        }
+    }
+}
+
+/// `detail` whole when it has at most `limit` bytes; otherwise its first bytes (cut at a
+/// character boundary) and a note of the whole length, `limit` bytes or fewer in all.
+/// Deterministic: the same detail and limit always give the same text.
+pub fn truncate_detail(detail: String, limit: usize) -> String {
+    if detail.len() <= limit {
+        return detail;
+    }
+    let note = format!(" … [truncated: {} bytes in all]", detail.len());
+    let mut end = limit.saturating_sub(note.len());
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{note}", &detail[..end])
+}
+
 /// The jobs table and its conditional writes.
 #[derive(Debug, Clone)]
 pub struct JobsTable {
@@ -522,6 +551,25 @@ pub mod test_items {
 mod tests {
     use super::test_items::item;
     use super::*;
+
+    #[test]
+    fn a_long_detail_is_cut_at_a_character_boundary_and_says_its_length() {
+        let short = "1200 rows loaded".to_owned();
+        assert_eq!(truncate_detail(short.clone(), 100), short);
+        let long = "é".repeat(10_000); // 20,000 bytes, two per character
+        let cut = truncate_detail(long.clone(), 1_001);
+        assert!(cut.len() <= 1_001, "{}", cut.len());
+        assert!(cut.ends_with(" … [truncated: 20000 bytes in all]"), "{cut}");
+        assert!(long.starts_with(cut.split(" … ").next().unwrap()));
+        assert_eq!(truncate_detail(long.clone(), 1_001), cut, "deterministic");
+        let outcome = Outcome {
+            state: JobState::Succeeded,
+            detail: "x".repeat(1 << 20),
+        }
+        .bounded();
+        assert!(outcome.detail.len() <= MAX_DETAIL_BYTES);
+        assert_eq!(outcome.state, JobState::Succeeded);
+    }
 
     #[test]
     fn records_parse_back_with_their_turn() {
