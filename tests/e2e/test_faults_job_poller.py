@@ -30,6 +30,7 @@ from test_job_poller import PREFIX, Outcomes, chain_generations, deploy_job_stac
 TIMEOUT_SECONDS = 6
 SAFETY_MARGIN_MS = 2000
 MAX_GENERATIONS = 10
+LEASE_GRACE_MS = 2000  # a dead generation's turn can be taken over 2 s after its deadline
 # word in the object key -> (seconds the fake job runs, outcome it ends in)
 JOBS = {
     "quick": (1.5, "SUCCEEDED"),
@@ -64,7 +65,7 @@ def stack(deploy, fake_api, fault_proxy, aws):
     name = f"{os.environ.get('SLUICE_FAULT_STACK') or 'sluice-faults'}-jobs"
     return deploy_job_stack(
         deploy, fake_api, aws, TIMEOUT_SECONDS, SAFETY_MARGIN_MS, MAX_GENERATIONS,
-        stack=name, AwsEndpointUrl=fault_proxy.url,
+        stack=name, AwsEndpointUrl=fault_proxy.url, JobPollerLeaseGraceMs=str(LEASE_GRACE_MS),
     )
 
 
@@ -270,6 +271,63 @@ def test_a_notification_its_publisher_cannot_record_is_recorded_by_a_handed_over
     assert not any("invocation failed" in line for line in lines), lines
     failures += failure_records(stack["JobPollerFailureQueueUrl"])
     assert not [r for r in failures if mark in json.dumps(r)], failures
+
+
+@pytest.mark.timeout(300)
+def test_a_generation_given_up_on_is_redriven_from_the_failure_queue_and_takes_the_job_over(
+        stack, aws, fake_api, faults):
+    """Every hand-over of one job to its next generation is refused (AccessDenied) until
+    the invocation has gone through Lambda's retries and its event is in the on-failure
+    queue; then the test redrives it as an operator would (its ``requestPayload`` invoked
+    again, so a new request id). The dead invocation still holds the turn; once its lease
+    ends (its deadline plus ``JobPollerLeaseGraceMs``) the redriven event takes the job
+    over as the next generation and finishes it: one notification, one job at the API."""
+    mark = marker()
+    key = f"{PREFIX}job-poller-redrive/orphan/{mark}.csv"
+    function = stack["JobPollerFunctionName"]
+    outcomes = Outcomes(aws("sqs"), stack["JobOutcomeQueueUrl"])
+    outcomes.drain()
+    failure_records(stack["JobPollerFailureQueueUrl"])
+
+    def hand_over_of_this_job(method: str, path: str, body: bytes) -> bool:
+        return b"job-poller/continue" in body and mark.encode() in body
+
+    faults.set_rules([Rule("lambda", "Invoke", deny=1.0, when=hand_over_of_this_job)])
+    fake_api.durations.append(("/orphan/", 40))  # outlasts the three refused attempts
+    aws("s3").put_object(Bucket=stack["JobReportsBucketName"], Key=key, Body=b"region,amount\nEU,42\n")
+
+    def given_up():
+        return [r for r in failure_records(stack["JobPollerFailureQueueUrl"]) if mark in json.dumps(r)]
+
+    records = wait_until(given_up, timeout=120, interval=1, message="the generation's event in the failure queue")
+    denied = faults.summary().get("lambda.Invoke deny", 0)
+    faults.clear()
+    assert len(records) == 1 and denied >= 3, (records, denied)
+    assert records[0]["requestContext"]["condition"] == "RetriesExhausted", records[0]
+    stuck = job_items(aws, stack, key)[0]
+    assert stuck["job_state"] == "RUNNING" and not outcomes.for_key(key), stuck
+    dead_owner = stuck["turn_owner"]
+
+    # An operator's redrive: the same event, a new invocation (request id). Sent once the
+    # lease has ended; before that the holder may still be alive and the event is refused.
+    wait_until(lambda: time.time() * 1000 > int(stuck["turn_expires_at"]) + 500, timeout=120, interval=0.5)
+    response = aws("lambda").invoke(FunctionName=function, InvocationType="Event",
+                                    Payload=json.dumps(records[0]["requestPayload"]).encode())
+    assert response["StatusCode"] == 202
+
+    note = outcomes.wait_for(key, timeout=90)
+    assert note["outcome"] == "SUCCEEDED", note
+    time.sleep(2 * TIMEOUT_SECONDS)
+    assert len(outcomes.for_key(key)) == 1, "notified once"
+    item = job_items(aws, stack, key)[0]
+    assert item["job_state"] == "SUCCEEDED" and "notified_at" in item, item
+    chain = item["chain"]
+    assert chain_generations(item) == list(range(len(chain))), chain
+    assert chain[-1]["request_id"] != dead_owner, chain
+    assert note["generations"] == len(chain), (note, chain)
+    assert len({s["idempotency_key"] for s in fake_api.starts_for(key)}) == 1, "one job at the API"
+    lines = log_lines(function, contains=item["source_id"])
+    assert any("took the job over" in line for line in lines), lines[-20:]
 
 
 def faults_stats(summary: dict[str, int]):

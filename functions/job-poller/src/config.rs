@@ -23,6 +23,9 @@ pub struct Config {
     /// `SAFETY_MARGIN_MS` (default 10000): time kept back from polling for handing
     /// over to the next generation or recording the outcome.
     pub safety_margin: Duration,
+    /// `TURN_LEASE_GRACE_MS` (default 60000, 0–3600000): a turn is leased until its
+    /// invocation's deadline plus this; past it, another invocation may take it over.
+    pub lease_grace: Duration,
     /// `POLL_INITIAL_MS` (default 2000) and `POLL_MAX_MS` (default 30000): the status
     /// poll interval starts at initial and doubles up to max.
     pub poll_initial: Duration,
@@ -58,6 +61,11 @@ impl Config {
             reports_bucket: env.required("REPORTS_BUCKET")?,
             report_prefix: env.string_or("REPORT_PREFIX", ""),
             safety_margin: Duration::from_millis(safety_margin),
+            lease_grace: Duration::from_millis(env.number_in(
+                "TURN_LEASE_GRACE_MS",
+                60_000u64,
+                0..=3_600_000,
+            )?),
             poll_initial: Duration::from_millis(poll_initial),
             poll_max: Duration::from_millis(poll_max),
             max_generations: env.number_in("MAX_GENERATIONS", 24u32, 1..=1000)?,
@@ -133,6 +141,7 @@ mod tests {
         assert_eq!(c.max_generations, 24);
         assert_eq!(c.api_timeout, Duration::from_secs(5));
         assert_eq!(c.api_max_answer_bytes, 1 << 20);
+        assert_eq!(c.lease_grace, Duration::from_secs(60));
     }
 
     #[test]

@@ -420,6 +420,9 @@ impl<A: JobApi> Poller<A> {
                 self.resume(*record, 0, budget, 0, inv).await
             }
             SourceClaim::Exists(record) => {
+                if let Some(report) = self.take_over_if_gone(&record, inv).await? {
+                    return Ok(report);
+                }
                 tracing::info!(
                     source_id = %record.source_id,
                     job_id = record.job_id.as_deref().unwrap_or(""),
@@ -471,7 +474,14 @@ impl<A: JobApi> Poller<A> {
                 let work = self.work_deadline(inv);
                 if self
                     .table
-                    .record_started(source_id, &job_id, &inv.request_id, now, &work)
+                    .record_started(
+                        source_id,
+                        &job_id,
+                        &inv.request_id,
+                        now,
+                        self.lease_until(inv),
+                        &work,
+                    )
                     .await?
                 {
                     tracing::info!(%source_id, %job_id, "job started");
@@ -533,6 +543,7 @@ impl<A: JobApi> Poller<A> {
                 next.generation,
                 &inv.request_id,
                 now,
+                self.lease_until(inv),
                 &work,
             )
             .await?;
@@ -567,6 +578,11 @@ impl<A: JobApi> Poller<A> {
                 )
                 .await;
         }
+        if record.job_id.as_deref() == Some(next.job_id.as_str())
+            && let Some(report) = self.take_over_if_gone(&record, inv).await?
+        {
+            return Ok(report);
+        }
         tracing::info!(
             source_id = %next.source_id,
             job_id = %next.job_id,
@@ -586,6 +602,87 @@ impl<A: JobApi> Poller<A> {
                 record.generation.map_or("-".to_owned(), |g| g.to_string())
             ),
         ))
+    }
+
+    /// When this invocation's lease on a turn it claims now ends (epoch ms): its
+    /// deadline plus `TURN_LEASE_GRACE_MS`. Past it the holder is certainly gone
+    /// (Lambda stops an invocation at its deadline), so a redriven or retried event
+    /// may take the job over.
+    fn lease_until(&self, inv: &Invocation) -> u64 {
+        let left = u64::try_from(inv.deadline.remaining().as_millis()).unwrap_or(u64::MAX);
+        let grace = u64::try_from(self.config.lease_grace.as_millis()).unwrap_or(u64::MAX);
+        (self.now_ms)().saturating_add(left).saturating_add(grace)
+    }
+
+    /// A job left by an invocation that is gone (its lease ended: it failed, and its
+    /// event went to Lambda's retries or the failure queue) is taken over: a running
+    /// job by claiming the next generation and following it, a finished one by
+    /// notifying it if nobody did. `None` when the job is not left (still held, or
+    /// done): the caller reports the duplicate.
+    async fn take_over_if_gone(
+        &self,
+        record: &JobRecord,
+        inv: &Invocation,
+    ) -> Result<Option<JobReport>, PollerError> {
+        let now = (self.now_ms)();
+        if !record.lease_ended(now) {
+            return Ok(None);
+        }
+        if record.state.is_terminal() {
+            if record.notified {
+                return Ok(None);
+            }
+            if let Some(owner) = record.notify_owner.as_deref()
+                && owner != inv.request_id
+                && !self
+                    .table
+                    .take_over_notification(
+                        &record.source_id,
+                        owner,
+                        &inv.request_id,
+                        now,
+                        &self.work_deadline(inv),
+                    )
+                    .await?
+            {
+                return Ok(None);
+            }
+            tracing::warn!(source_id = %record.source_id, state = record.state.as_str(), "outcome recorded but never notified, and its lease ended: notifying it");
+            return self
+                .notify_once(&Notification::from_record(record), inv)
+                .await
+                .map(Some);
+        }
+        let (Some(job_id), Some(generation), Some(owner)) = (
+            record.job_id.as_deref(),
+            record.generation,
+            record.turn_owner.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        if record.state != JobState::Running || owner == inv.request_id {
+            return Ok(None);
+        }
+        let taken = self
+            .table
+            .take_over_turn(
+                &record.source_id,
+                job_id,
+                generation,
+                owner,
+                &inv.request_id,
+                now,
+                self.lease_until(inv),
+                &self.work_deadline(inv),
+            )
+            .await?;
+        let Some(taken) = taken else {
+            return Ok(None);
+        };
+        let next = generation + 1;
+        let budget = self.config.max_generations.saturating_sub(next + 1);
+        tracing::warn!(source_id = %record.source_id, %job_id, generation = next, gone = %owner, budget_remaining = budget, "took the job over: the generation holding it is gone (lease ended)");
+        self.resume(taken, next, budget, 0, inv).await.map(Some)
     }
 
     /// Carries on with a turn this invocation holds, as recorded in `record`.

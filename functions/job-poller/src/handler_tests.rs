@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::job_api::memory::{InMemoryJobApi, running};
-use crate::table::test_items::item;
+use crate::table::test_items::{item, lapsed};
 
 const ME: &str = "req-me";
 const OTHER: &str = "req-other";
@@ -46,6 +46,7 @@ fn config() -> Config {
         max_generations: 3,
         api_timeout: Duration::from_secs(1),
         api_max_answer_bytes: 1 << 20,
+        lease_grace: Duration::from_secs(60),
     }
 }
 
@@ -642,6 +643,211 @@ async fn start_recorded_but_its_answer_lost_is_still_followed_by_this_invocation
     assert_eq!(published.len(), 1);
     assert_eq!(published[0]["outcome"], "SUCCEEDED");
     assert_eq!(published[0]["generations"], 1);
+}
+
+/// The ordinary next-turn claim (`#gen = :prev`) finds the turn not available.
+fn next_turn_unavailable() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|r| {
+            is_update(r, TURN) && !r.condition_expression().unwrap_or("").contains(":old")
+        })
+        .then_error(ccf_update)
+}
+
+/// The take-over claim (holder `:old`, lease ended): applied or not, and what it asked.
+fn take_over(applied: bool, seen: Arc<Mutex<Vec<(String, String, String)>>>) -> Rule {
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item).match_requests(move |r| {
+        let matched = is_update(r, TURN) && r.condition_expression().unwrap_or("").contains(":old");
+        if matched {
+            let number = |name: &str| {
+                r.expression_attribute_values()
+                    .and_then(|v| v.get(name))
+                    .and_then(|v| v.as_n().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            seen.lock().unwrap().push((
+                value(r, ":old").unwrap_or_default().to_owned(),
+                number(":gen"),
+                number(":now"),
+            ));
+        }
+        matched
+    });
+    if applied {
+        rule.then_output(|| {
+            UpdateItemOutput::builder()
+                .set_attributes(Some(item(
+                    SOURCE_ID,
+                    JobState::Running,
+                    Some("job-1"),
+                    Some(4),
+                    Some(ME),
+                )))
+                .build()
+        })
+    } else {
+        rule.then_error(ccf_update)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redriven_generation_takes_over_a_job_whose_holder_is_gone_and_finishes_it() {
+    // Generation 3 failed Lambda's retries: its event went to the failure queue and is
+    // redriven, with a new request id. The item still names the dead invocation.
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [succeeded()]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let aws = Aws::with(vec![
+        next_turn_unavailable(),
+        stored(lapsed(
+            item(
+                SOURCE_ID,
+                JobState::Running,
+                Some("job-1"),
+                Some(3),
+                Some("req-dead"),
+            ),
+            NOW - 1,
+        )),
+        take_over(true, seen.clone()),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = aws.one(&api, &continuation(3, 20)).await;
+
+    assert_eq!(job.action, Action::Finished, "{job:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("req-dead".to_owned(), "4".to_owned(), NOW.to_string())],
+        "took generation 4 from the dead holder of generation 3"
+    );
+    let published = aws.published();
+    assert_eq!(published.len(), 1, "notified once");
+    assert_eq!(published[0]["outcome"], "SUCCEEDED");
+    assert_eq!(published[0]["generations"], 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redriven_s3_event_takes_over_a_started_job_whose_holder_is_gone() {
+    let api = InMemoryJobApi::new();
+    api.script("job-1", [succeeded()]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let aws = Aws::with(vec![
+        claim_exists(),
+        stored(lapsed(
+            item(
+                SOURCE_ID,
+                JobState::Running,
+                Some("job-1"),
+                Some(0),
+                Some("req-dead"),
+            ),
+            NOW - 1,
+        )),
+        take_over(true, seen.clone()),
+        outcome_ok(JobState::Succeeded),
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = aws.one(&api, &s3_put("reports/2026/11/21/sales.csv")).await;
+
+    assert_eq!(job.action, Action::Finished, "{job:?}");
+    assert_eq!(seen.lock().unwrap()[0].1, "1");
+    assert_eq!(api.starts().len(), 0, "no second job started");
+    assert_eq!(aws.published().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_whose_lease_has_not_ended_keeps_the_job() {
+    let api = InMemoryJobApi::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let aws = Aws::with(vec![
+        next_turn_unavailable(),
+        stored_turn(JobState::Running, 3, OTHER),
+        take_over(true, seen.clone()),
+    ]);
+
+    let job = aws.one(&api, &continuation(3, 20)).await;
+
+    assert_eq!(job.action, Action::Duplicate);
+    assert!(seen.lock().unwrap().is_empty(), "no take-over tried");
+    assert_eq!(api.status_calls(), 0);
+    assert!(aws.published().is_empty() && aws.invoked().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_take_over_that_loses_the_race_does_nothing() {
+    // The lease had ended, but a queued next generation (or the holder's own retry)
+    // claimed first: the condition fails and this invocation leaves the job alone.
+    let api = InMemoryJobApi::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let aws = Aws::with(vec![
+        next_turn_unavailable(),
+        stored(lapsed(
+            item(
+                SOURCE_ID,
+                JobState::Running,
+                Some("job-1"),
+                Some(3),
+                Some("req-dead"),
+            ),
+            NOW - 1,
+        )),
+        take_over(false, seen.clone()),
+    ]);
+
+    let job = aws.one(&api, &continuation(3, 20)).await;
+
+    assert_eq!(job.action, Action::Duplicate);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(api.status_calls(), 0);
+    assert!(aws.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_whose_notifier_is_gone_is_notified_once_by_the_redrive() {
+    let api = InMemoryJobApi::new();
+    let mut stuck = lapsed(
+        item(
+            SOURCE_ID,
+            JobState::Succeeded,
+            Some("job-1"),
+            Some(2),
+            Some("req-dead"),
+        ),
+        NOW - 1,
+    );
+    stuck.insert(
+        "notify_owner".to_owned(),
+        AttributeValue::S("req-dead".to_owned()),
+    );
+    let taken = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|r| {
+            r.condition_expression()
+                .is_some_and(|c| c.contains("#nowner = :old"))
+                && value(r, ":old") == Some("req-dead")
+                && value(r, ":me") == Some(ME)
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    let aws = Aws::with(vec![
+        next_turn_unavailable(),
+        stored(stuck),
+        taken,
+        update_ok(NOTIFY),
+        update_ok(NOTIFIED),
+    ]);
+
+    let job = aws.one(&api, &continuation(3, 20)).await;
+
+    assert_eq!(job.action, Action::Finished, "{job:?}");
+    let published = aws.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["outcome"], "SUCCEEDED");
+    assert_eq!(published[0]["detail"], "recorded earlier");
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,11 +9,16 @@
 //! | `idempotency_key` | sent with every start call for this object version, so a retried start finds the same job |
 //! | `job_id`, `generation`, `turn_owner` | the job, the generation holding the turn, and the request id of that invocation |
 //! | `chain` | one `{generation, request_id, claimed_at}` per claimed turn: the chain, readable |
+//! | `turn_expires_at` | when the turn's lease ends (epoch ms): the holder's invocation deadline plus a grace |
 //! | `notify_owner`, `notified_at`, `notification_id` | who publishes the outcome, and that it was published |
 //!
 //! Every write after a claim is conditioned on still holding the turn
 //! (`generation = :g AND turn_owner = :me`), so a stale invocation can never record
-//! an outcome over a newer generation.
+//! an outcome over a newer generation. A turn (or notification claim) whose lease has
+//! ended belongs to an invocation that is gone (it failed, and its event may be in the
+//! failure queue): another invocation takes it over by claiming the *next* generation
+//! ([`JobsTable::take_over_turn`]), so a late event of the old chain can no longer claim
+//! anything, and one chain stays.
 
 use std::collections::HashMap;
 
@@ -81,6 +86,10 @@ pub struct JobRecord {
     pub finished_at_ms: Option<u64>,
     pub outcome_detail: Option<String>,
     pub notified: bool,
+    /// `turn_expires_at`: when the turn holder's lease ends; `None` on items written
+    /// before leases (treated as ended).
+    pub turn_expires_at_ms: Option<u64>,
+    pub notify_owner: Option<String>,
 }
 
 impl JobRecord {
@@ -88,6 +97,11 @@ impl JobRecord {
     /// invocation that claimed it, which Lambda gives the same request id).
     pub fn held_by(&self, generation: u32, request_id: &str) -> bool {
         self.generation == Some(generation) && self.turn_owner.as_deref() == Some(request_id)
+    }
+
+    /// Whether the turn holder's lease has ended at `now_ms`.
+    pub fn lease_ended(&self, now_ms: u64) -> bool {
+        self.turn_expires_at_ms.is_none_or(|at| at < now_ms)
     }
 }
 
@@ -272,14 +286,17 @@ impl JobsTable {
         job_id: &str,
         request_id: &str,
         now_ms: u64,
+        lease_until_ms: u64,
         deadline: &Deadline,
     ) -> Result<bool, TableError> {
         let builder = self
             .update(source_id)
             .update_expression(
                 "SET #job_id = :job, #state = :running, #gen = :zero, #owner = :me, \
-                 #started = :now, #chain = :link",
+                 #started = :now, #chain = :link, #expires = :lease",
             )
+            .expression_attribute_names("#expires", "turn_expires_at")
+            .expression_attribute_values(":lease", n(lease_until_ms))
             .condition_expression("#state = :starting")
             .expression_attribute_names("#job_id", "job_id")
             .expression_attribute_names("#state", "job_state")
@@ -300,6 +317,7 @@ impl JobsTable {
     /// Takes generation `generation`'s turn (`generation ≥ 1`): only if the job is
     /// still running and the previous turn was exactly `generation - 1`. Returns the
     /// item as it now is, or `None` if the turn was not available.
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim_turn(
         &self,
         source_id: &str,
@@ -307,15 +325,18 @@ impl JobsTable {
         generation: u32,
         request_id: &str,
         now_ms: u64,
+        lease_until_ms: u64,
         deadline: &Deadline,
     ) -> Result<Option<JobRecord>, TableError> {
         let builder = self
             .update(source_id)
             .update_expression(
-                "SET #gen = :gen, #owner = :me, #chain = list_append(if_not_exists(#chain, :empty), :link)",
+                "SET #gen = :gen, #owner = :me, #expires = :lease, #chain = list_append(if_not_exists(#chain, :empty), :link)",
             )
             .return_values(ReturnValue::AllNew)
             .condition_expression("#state = :running AND #job_id = :job AND #gen = :prev")
+            .expression_attribute_names("#expires", "turn_expires_at")
+            .expression_attribute_values(":lease", n(lease_until_ms))
             .expression_attribute_names("#gen", "generation")
             .expression_attribute_names("#owner", "turn_owner")
             .expression_attribute_names("#chain", "chain")
@@ -328,6 +349,63 @@ impl JobsTable {
             .expression_attribute_values(":job", s(job_id))
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
             .expression_attribute_values(":link", chain_link(generation, request_id, now_ms));
+        self.claimed(source_id, builder, deadline).await
+    }
+
+    /// Takes the turn over from `from_owner`, who held generation `from_generation` and
+    /// whose lease has ended, by claiming generation `from_generation + 1`: only if the
+    /// item is still exactly as read (running, that job, that generation and holder) and
+    /// the lease has ended at `now_ms`. Returns the item as it now is, or `None` if the
+    /// turn moved on (the holder, or a queued next generation, was first).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn take_over_turn(
+        &self,
+        source_id: &str,
+        job_id: &str,
+        from_generation: u32,
+        from_owner: &str,
+        request_id: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+        deadline: &Deadline,
+    ) -> Result<Option<JobRecord>, TableError> {
+        let generation = from_generation + 1;
+        let builder = self
+            .update(source_id)
+            .update_expression(
+                "SET #gen = :gen, #owner = :me, #expires = :lease, #chain = list_append(if_not_exists(#chain, :empty), :link)",
+            )
+            .return_values(ReturnValue::AllNew)
+            .condition_expression(
+                "#state = :running AND #job_id = :job AND #gen = :prev AND #owner = :old \
+                 AND (attribute_not_exists(#expires) OR #expires < :now)",
+            )
+            .expression_attribute_names("#gen", "generation")
+            .expression_attribute_names("#owner", "turn_owner")
+            .expression_attribute_names("#expires", "turn_expires_at")
+            .expression_attribute_names("#chain", "chain")
+            .expression_attribute_names("#state", "job_state")
+            .expression_attribute_names("#job_id", "job_id")
+            .expression_attribute_values(":gen", n(generation))
+            .expression_attribute_values(":prev", n(from_generation))
+            .expression_attribute_values(":old", s(from_owner))
+            .expression_attribute_values(":me", s(request_id))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":lease", n(lease_until_ms))
+            .expression_attribute_values(":running", s(JobState::Running.as_str()))
+            .expression_attribute_values(":job", s(job_id))
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":link", chain_link(generation, request_id, now_ms));
+        self.claimed(source_id, builder, deadline).await
+    }
+
+    /// The item a claim returned, or `None` when its condition failed.
+    async fn claimed(
+        &self,
+        source_id: &str,
+        builder: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        deadline: &Deadline,
+    ) -> Result<Option<JobRecord>, TableError> {
         match update_conditional(builder, &self.backoff, deadline).await? {
             UpdateOutcome::Applied {
                 attributes: Some(item),
@@ -395,6 +473,34 @@ impl JobsTable {
             .expression_attribute_names("#nowner", "notify_owner")
             .expression_attribute_names("#notified", "notified_at")
             .expression_attribute_values(":me", s(request_id));
+        self.applied(builder, deadline).await
+    }
+
+    /// Takes the notification claim over from `from_owner`, whose lease (the turn it
+    /// recorded the outcome in) has ended without the notification being published:
+    /// only if nothing was published, the claim is still `from_owner`'s and the lease
+    /// has ended at `now_ms`.
+    pub async fn take_over_notification(
+        &self,
+        source_id: &str,
+        from_owner: &str,
+        request_id: &str,
+        now_ms: u64,
+        deadline: &Deadline,
+    ) -> Result<bool, TableError> {
+        let builder = self
+            .update(source_id)
+            .update_expression("SET #nowner = :me")
+            .condition_expression(
+                "attribute_not_exists(#notified) AND #nowner = :old \
+                 AND (attribute_not_exists(#expires) OR #expires < :now)",
+            )
+            .expression_attribute_names("#nowner", "notify_owner")
+            .expression_attribute_names("#notified", "notified_at")
+            .expression_attribute_names("#expires", "turn_expires_at")
+            .expression_attribute_values(":old", s(from_owner))
+            .expression_attribute_values(":me", s(request_id))
+            .expression_attribute_values(":now", n(now_ms));
         self.applied(builder, deadline).await
     }
 
@@ -499,6 +605,8 @@ fn parse_record(
         finished_at_ms: number("finished_at")?,
         outcome_detail: text("outcome_detail"),
         notified: item.contains_key("notified_at"),
+        turn_expires_at_ms: number("turn_expires_at")?,
+        notify_owner: text("notify_owner"),
     })
 }
 
@@ -507,6 +615,18 @@ pub mod test_items {
     //! Items as DynamoDB returns them, for handler tests.
 
     use super::*;
+
+    /// A lease end no test clock reaches.
+    pub const LIVE_LEASE_MS: u64 = 9_999_999_999_999;
+
+    /// `item` as left by a holder that is gone: its lease ended at `ended_ms`.
+    pub fn lapsed(
+        mut item: HashMap<String, AttributeValue>,
+        ended_ms: u64,
+    ) -> HashMap<String, AttributeValue> {
+        item.insert("turn_expires_at".to_owned(), n(ended_ms));
+        item
+    }
 
     pub fn item(
         source_id: &str,
@@ -529,6 +649,8 @@ pub mod test_items {
             ("job_state".to_owned(), s(state.as_str())),
             ("claimed_at".to_owned(), n(1_700_000_000_000u64)),
             ("started_at".to_owned(), n(1_700_000_001_000u64)),
+            // A live holder: its lease ends long after the tests' clock.
+            ("turn_expires_at".to_owned(), n(LIVE_LEASE_MS)),
         ]);
         if let Some(job_id) = job_id {
             item.insert("job_id".to_owned(), s(job_id));
