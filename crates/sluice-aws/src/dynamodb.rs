@@ -71,7 +71,7 @@ impl DynamoError {
         }
     }
 
-    fn from_sdk<E>(
+    pub(crate) fn from_sdk<E>(
         operation: &'static str,
         table: String,
         key: String,

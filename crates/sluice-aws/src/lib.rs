@@ -13,6 +13,8 @@
 //!   to valid batch entry ids, only failed non-sender-fault entries resent.
 //! - [`dynamodb`]: conditional `UpdateItem` / `PutItem` whose failed condition is an
 //!   outcome ([`UpdateOutcome::ConditionFailed`]), not an error.
+//! - [`idempotency`]: [`IdempotencyStore`] — a key's first request does the work and
+//!   stores its answer, a repeat within the window gets it back (DynamoDB with TTL).
 //! - [`s3`]: whole-object get/put with `NotFound` / transient / permanent errors, and
 //!   conditional puts (`If-Match` / `If-None-Match`) for read-modify-write.
 //!
@@ -29,6 +31,7 @@
 mod batching;
 pub mod clients;
 pub mod dynamodb;
+pub mod idempotency;
 pub mod kinesis;
 pub mod retry;
 pub mod s3;
@@ -40,6 +43,7 @@ mod test_support;
 pub use dynamodb::{
     DynamoError, UpdateOutcome, put_conditional, put_if_absent, update_conditional,
 };
+pub use idempotency::{Begin, IdempotencyStore};
 pub use kinesis::{
     FailedRecord, OutgoingRecord, PutRecordsWriter, PutReport, RejectReason, Rejected,
 };
