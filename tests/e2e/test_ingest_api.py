@@ -232,6 +232,47 @@ BAD_REQUESTS = [
 ]
 
 
+def post_answer(api, body: bytes, headers: dict) -> tuple[int, dict, dict]:
+    """POSTs with the API key; (status, response headers, parsed JSON body)."""
+    headers = {"x-api-key": api["key"], **headers}
+    request = urllib.request.Request(api["url"], data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def test_a_resend_with_the_same_idempotency_key_gets_the_first_answer_and_writes_nothing(pipeline, api, aws):
+    tag = marker()
+    events = [{"player_id": f"player-{n:06}", "run": tag, "n": n} for n in range(3)]
+    body = "".join(json.dumps(e) + "\n" for e in events).encode()
+    headers = {"Content-Type": "application/x-ndjson", "Idempotency-Key": f"order-{tag}"}
+
+    status, first_headers, first = post_answer(api, body, headers)
+    assert (status, first) == (202, {"accepted": 3}), first
+    assert "idempotent-replayed" not in {k.lower() for k in first_headers}
+    # The client lost the answer and sends the same request again, twice.
+    for _ in range(2):
+        status, again_headers, again = post_answer(api, body, headers)
+        assert (status, again) == (202, first)
+        assert {k.lower(): v for k, v in again_headers.items()}.get("idempotent-replayed") == "true", again_headers
+    # The same key for another request: refused, nothing written.
+    other = json.dumps({"player_id": "player-000009", "run": tag, "n": 9}).encode()
+    status, _, refused = post_answer(api, other, headers)
+    assert status == 422 and "Idempotency-Key" in refused["message"], refused
+
+    on_stream = records_with(aws, pipeline["EventStreamName"], tag)
+    assert sorted(json.loads(r["Data"])["n"] for r in on_stream) == [0, 1, 2], "each event written once"
+
+    table = aws("dynamodb").scan(TableName=pipeline["IngestIdempotencyTableName"])["Items"]
+    mine = [i for i in table if i["idempotency_key"]["S"].endswith(f":order-{tag}")]
+    assert len(mine) == 1 and mine[0]["status"]["S"] == "COMPLETED", mine
+    window = int(mine[0]["expires_at"]["N"]) - time.time()
+    assert 3500 < window <= 3600, f"kept for the window (TTL in epoch seconds): {window:.0f} s"
+    print(f"idempotency item {mine[0]['idempotency_key']['S']}: replayed twice, 422 for other content")
+
+
 @pytest.mark.parametrize("name,body,headers,status,fragment", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
 def test_bad_requests_get_their_status_and_message_and_write_nothing(
     pipeline, api, aws, name, body, headers, status, fragment

@@ -6,6 +6,11 @@
 //! - `400`/`413`/`415` with a message naming the problem, before anything is written;
 //! - `405` for any method other than POST.
 //!
+//! With an `Idempotency-Key` header (and `IDEMPOTENCY_TABLE` set), a request is done
+//! once per key within `IDEMPOTENCY_WINDOW_SECONDS`: a resend gets the first answer
+//! back (header `Idempotent-Replayed: true`) and writes nothing; `409` while the first
+//! is still working, `422` for the same key with a different body.
+//!
 //! The one place where outcomes become statuses is [`Rejection::status`] and
 //! [`Ingest::handle`].
 
@@ -13,6 +18,8 @@ use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use sluice_aws::idempotency::{Begin, IdempotencyStore};
 use sluice_aws::kinesis::{OutgoingRecord, PutRecordsWriter, PutReport};
 use sluice_aws::retry::Deadline;
 use sluice_lambda::config::{ConfigError, Env};
@@ -51,7 +58,17 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// `MAX_EVENTS`: most events accepted in one request (1 – [`MAX_EVENTS_LIMIT`]).
     pub max_events: usize,
+    /// `IDEMPOTENCY_TABLE` (optional): where `Idempotency-Key`s are kept; unset, the
+    /// header is ignored.
+    pub idempotency_table: Option<String>,
+    /// `IDEMPOTENCY_WINDOW_SECONDS` (default 3600, 60–604800): how long a key is kept.
+    pub idempotency_window: std::time::Duration,
 }
+
+/// The request header naming a request for idempotent resends.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 impl IngestConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -77,6 +94,12 @@ impl IngestConfig {
                 1..=64 * 1024 * 1024,
             )?,
             max_events: env.number_in("MAX_EVENTS", DEFAULT_MAX_EVENTS, 1..=MAX_EVENTS_LIMIT)?,
+            idempotency_table: env.optional("IDEMPOTENCY_TABLE"),
+            idempotency_window: std::time::Duration::from_secs(env.number_in(
+                "IDEMPOTENCY_WINDOW_SECONDS",
+                3600u64,
+                60..=604_800,
+            )?),
         })
     }
 }
@@ -104,15 +127,26 @@ impl Rejection {
     }
 }
 
-/// The function: configuration and the stream writer.
+/// The function: configuration, the stream writer and the idempotency store.
 pub struct Ingest {
     config: IngestConfig,
     writer: PutRecordsWriter,
+    idempotency: Option<IdempotencyStore>,
 }
 
 impl Ingest {
     pub fn new(config: IngestConfig, writer: PutRecordsWriter) -> Self {
-        Ingest { config, writer }
+        Ingest {
+            config,
+            writer,
+            idempotency: None,
+        }
+    }
+
+    /// Keeps `Idempotency-Key`s in `store`.
+    pub fn with_idempotency(mut self, store: IdempotencyStore) -> Self {
+        self.idempotency = Some(store);
+        self
     }
 
     /// Answers one request; every outcome is an HTTP response (a handler error would
@@ -134,6 +168,125 @@ impl Ingest {
                 .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
+        if let (Some(store), Some(key)) = (
+            &self.idempotency,
+            header(&request.headers, IDEMPOTENCY_HEADER),
+        ) {
+            return self
+                .answer_once(store, key, request, facts, deadline, metrics)
+                .await;
+        }
+        self.answer(request, facts, deadline, metrics).await
+    }
+
+    /// The request done once per `key`: the first answer stored, a repeat answered with it.
+    async fn answer_once(
+        &self,
+        store: &IdempotencyStore,
+        key: &str,
+        request: &ApiGatewayProxyRequest,
+        facts: &RequestFacts,
+        deadline: &Deadline,
+        metrics: &mut Metrics,
+    ) -> ApiGatewayProxyResponse {
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            metrics.count("Refused.400", 1);
+            return json_response(
+                400,
+                &json!({"message": format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters")}),
+            );
+        }
+        // Keys are the caller's own: two API keys never share one.
+        let caller = request
+            .request_context
+            .identity
+            .api_key_id
+            .as_deref()
+            .unwrap_or("-");
+        let scoped = format!("{caller}:{key}");
+        let now = u64::try_from(facts.received_at_ms).unwrap_or_default();
+        let until =
+            now.saturating_add(u64::try_from(deadline.remaining().as_millis()).unwrap_or(0));
+        match store
+            .begin(&scoped, &payload_hash(request), now, until, deadline)
+            .await
+        {
+            Err(e) => {
+                tracing::error!(error = %e, idempotency_key = %scoped, "idempotency record not readable or writable; nothing written");
+                let mut response = json_response(
+                    503,
+                    &json!({"message": format!("the Idempotency-Key could not be checked ({e}); nothing was written: resend the request with the same key")}),
+                );
+                response
+                    .headers
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            Ok(Begin::InProgress) => {
+                metrics.count("Refused.409", 1);
+                let mut response = json_response(
+                    409,
+                    &json!({"message": "a request with this Idempotency-Key is still being processed; resend it after that one has answered"}),
+                );
+                response
+                    .headers
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            Ok(Begin::PayloadMismatch) => {
+                metrics.count("Refused.422", 1);
+                json_response(
+                    422,
+                    &json!({"message": format!("this Idempotency-Key was used for a different request in the last {} s; use a new key for a new request", store.window().as_secs())}),
+                )
+            }
+            Ok(Begin::Completed { response }) => match decode_stored(&response) {
+                Some(mut answer) => {
+                    metrics.count("IdempotentReplays", 1);
+                    tracing::info!(idempotency_key = %scoped, status = answer.status_code, "resend answered with the first answer; nothing written");
+                    answer
+                        .headers
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    answer
+                }
+                None => {
+                    tracing::error!(idempotency_key = %scoped, "stored answer unreadable; answering 500, nothing written");
+                    json_response(
+                        500,
+                        &json!({"message": "the first answer to this Idempotency-Key could not be read back; nothing was written"}),
+                    )
+                }
+            },
+            Ok(Begin::New) => {
+                let answer = self.answer(request, facts, deadline, metrics).await;
+                match store
+                    .complete(&scoped, &encode_stored(&answer), deadline)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(idempotency_key = %scoped, "answer too large to keep; a resend with this key will be processed again")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, idempotency_key = %scoped, "answer not stored; the key stays in progress until this request's deadline, then a resend is processed again")
+                    }
+                }
+                answer
+            }
+        }
+    }
+
+    /// The answer to one request, without idempotency.
+    async fn answer(
+        &self,
+        request: &ApiGatewayProxyRequest,
+        facts: &RequestFacts,
+        deadline: &Deadline,
+        metrics: &mut Metrics,
+    ) -> ApiGatewayProxyResponse {
         let records = match self.records_of(request, facts) {
             Ok(records) => records,
             Err(rejection) => {
@@ -208,6 +361,60 @@ pub fn request_facts(
             now_ms
         },
     }
+}
+
+/// What a key was first used for: the body as received and how to read it.
+fn payload_hash(request: &ApiGatewayProxyRequest) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        header(&request.headers, CONTENT_TYPE.as_str()).unwrap_or(""),
+        header(&request.headers, CONTENT_ENCODING.as_str()).unwrap_or(""),
+        if request.is_base64_encoded {
+            "b64"
+        } else {
+            "text"
+        },
+        request.body.as_deref().unwrap_or(""),
+    ] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An answer as stored for resends: status, headers and body as JSON, gzip-compressed
+/// (a `503` listing thousands of positions shrinks about tenfold).
+fn encode_stored(response: &ApiGatewayProxyResponse) -> Vec<u8> {
+    let headers: serde_json::Map<String, serde_json::Value> = response
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.to_string(), json!(value.to_str().ok()?))))
+        .collect();
+    let body = match &response.body {
+        Some(Body::Text(text)) => text.clone(),
+        _ => String::new(),
+    };
+    let json = json!({"status": response.status_code, "headers": headers, "body": body});
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut encoder, json.to_string().as_bytes())
+        .and_then(|()| encoder.finish())
+        .unwrap_or_default()
+}
+
+fn decode_stored(stored: &[u8]) -> Option<ApiGatewayProxyResponse> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(stored), &mut text).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = json["status"].as_i64()?;
+    for (name, value) in json["headers"].as_object()? {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+        response
+            .headers
+            .insert(name, HeaderValue::from_str(value.as_str()?).ok()?);
+    }
+    response.body = Some(Body::Text(json["body"].as_str()?.to_owned()));
+    Some(response)
 }
 
 fn random_partition_key() -> String {
@@ -447,6 +654,183 @@ mod tests {
         );
         assert_eq!(entries[1].0, "p-2");
         assert_eq!(metrics.get("EventsAccepted"), Some(2.0));
+    }
+
+    type Items = Arc<
+        Mutex<
+            std::collections::HashMap<
+                String,
+                std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+            >,
+        >,
+    >;
+
+    /// An idempotency table: conditional put on absence, consistent reads, completion.
+    fn idempotency_table(items: &Items) -> IdempotencyStore {
+        use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+        use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+        use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+        let key_of = |item: &std::collections::HashMap<
+            String,
+            aws_sdk_dynamodb::types::AttributeValue,
+        >| { item["idempotency_key"].as_s().unwrap().clone() };
+        let (absent, put, taken, read, done) = (
+            items.clone(),
+            items.clone(),
+            items.clone(),
+            items.clone(),
+            items.clone(),
+        );
+        let rules = [
+            mock!(aws_sdk_dynamodb::Client::put_item)
+                .match_requests(move |r| {
+                    !absent
+                        .lock()
+                        .unwrap()
+                        .contains_key(&key_of(r.item().unwrap()))
+                })
+                .then_compute_output(move |r| {
+                    let item = r.item().unwrap().clone();
+                    put.lock().unwrap().insert(key_of(&item), item);
+                    PutItemOutput::builder().build()
+                }),
+            mock!(aws_sdk_dynamodb::Client::put_item)
+                .match_requests(move |r| {
+                    taken
+                        .lock()
+                        .unwrap()
+                        .contains_key(&key_of(r.item().unwrap()))
+                })
+                .then_error(|| {
+                    PutItemError::ConditionalCheckFailedException(
+                        ConditionalCheckFailedException::builder().build(),
+                    )
+                }),
+            mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |r| {
+                let key = r.key().unwrap()["idempotency_key"].as_s().unwrap();
+                GetItemOutput::builder()
+                    .set_item(read.lock().unwrap().get(key).cloned())
+                    .build()
+            }),
+            mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |r| {
+                let key = r.key().unwrap()["idempotency_key"].as_s().unwrap();
+                let values = r.expression_attribute_values().unwrap();
+                let mut items = done.lock().unwrap();
+                let item = items.get_mut(key).unwrap();
+                item.insert("status".into(), values[":completed"].clone());
+                item.insert("response".into(), values[":response"].clone());
+                UpdateItemOutput::builder().build()
+            }),
+        ];
+        let rules: Vec<&Rule> = rules.iter().collect();
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules, |c| c
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()));
+        IdempotencyStore::new(client, "idempotency", Duration::from_secs(3600))
+    }
+
+    async fn answered(
+        ingest: &Ingest,
+        request: &ApiGatewayProxyRequest,
+    ) -> ApiGatewayProxyResponse {
+        ingest
+            .handle(
+                request,
+                &facts(),
+                &Deadline::after(Duration::from_secs(5)),
+                &mut Metrics::new("sluice", "ingest-api"),
+            )
+            .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resend_with_the_same_idempotency_key_gets_the_first_answer_and_writes_nothing() {
+        let sent = Sent::default();
+        let items = Items::default();
+        let rule = kinesis(&sent, |_, _| false);
+        let ingest = ingest(&rule, &[]).with_idempotency(idempotency_table(&items));
+        let ndjson = [
+            ("content-type", "application/x-ndjson"),
+            ("idempotency-key", "order-42"),
+        ];
+        let mut first = request(Some("{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"), &ndjson);
+        first.request_context.identity.api_key_id = Some("key-a".into());
+
+        let answer = answered(&ingest, &first).await;
+        assert_eq!(answer.status_code, 202);
+        assert_eq!(answer.body, Some(Body::Text(r#"{"accepted":3}"#.into())));
+        assert_eq!(sent.calls(), 1);
+        assert!(answer.headers.get("idempotent-replayed").is_none());
+
+        // The client lost the answer and sends the same request again.
+        let again = answered(&ingest, &first).await;
+        assert_eq!((again.status_code, &again.body), (202, &answer.body));
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+        assert_eq!(again.headers["content-type"], "application/json");
+        assert_eq!(sent.calls(), 1, "nothing written twice");
+        assert_eq!(sent.entries().len(), 3);
+
+        // The same key for other content is a client error, and writes nothing.
+        let mut other = request(Some("{\"n\":4}\n"), &ndjson);
+        other.request_context.identity.api_key_id = Some("key-a".into());
+        assert_eq!(answered(&ingest, &other).await.status_code, 422);
+        assert_eq!(sent.calls(), 1);
+
+        // Another caller's key of the same name is its own.
+        let mut theirs = first.clone();
+        theirs.request_context.identity.api_key_id = Some("key-b".into());
+        assert_eq!(answered(&ingest, &theirs).await.status_code, 202);
+        assert_eq!(sent.calls(), 2);
+        assert_eq!(items.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stored_503_is_answered_again_with_the_same_unwritten_positions() {
+        let sent = Sent::default();
+        let items = Items::default();
+        // The second event never goes in: the first answer is a 503 listing it.
+        let rule = kinesis(&sent, |_, data| data.starts_with(b"{\"n\":2"));
+        let ingest = ingest(&rule, &[]).with_idempotency(idempotency_table(&items));
+        let req = request(
+            Some("{\"n\":1}\n{\"n\":2}\n"),
+            &[
+                ("content-type", "application/x-ndjson"),
+                ("idempotency-key", "batch-7"),
+            ],
+        );
+        let first = answered(&ingest, &req).await;
+        assert_eq!(first.status_code, 503);
+        let calls = sent.calls();
+        let again = answered(&ingest, &req).await;
+        assert_eq!((again.status_code, &again.body), (503, &first.body));
+        assert_eq!(again.headers["retry-after"], "1");
+        assert_eq!(
+            sent.calls(),
+            calls,
+            "the resend wrote nothing: event 1 is not duplicated"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unusable_idempotency_key_is_refused_before_anything_is_written() {
+        let sent = Sent::default();
+        let items = Items::default();
+        let rule = kinesis(&sent, |_, _| false);
+        let ingest = ingest(&rule, &[]).with_idempotency(idempotency_table(&items));
+        let long = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES + 1);
+        for key in ["has space", long.as_str(), "tab\there"] {
+            let req = request(Some("{\"n\":1}"), &[("idempotency-key", key)]);
+            let (status, answer, _) = call(&ingest, &req).await;
+            assert_eq!(status, 400, "{key:?}");
+            assert!(
+                answer["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Idempotency-Key")
+            );
+        }
+        assert_eq!(sent.calls(), 0);
+        assert!(items.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

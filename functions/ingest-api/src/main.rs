@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use ingest_api::handler::{Ingest, IngestConfig, request_facts};
+use sluice_aws::idempotency::IdempotencyStore;
 use sluice_aws::kinesis::PutRecordsWriter;
 use sluice_aws::retry::{Backoff, Deadline};
 use sluice_lambda::config::{ConfigError, Env};
@@ -32,7 +33,18 @@ async fn cold_start() -> Result<Ingest, ConfigError> {
     );
     let writer = PutRecordsWriter::new(kinesis, config.stream.clone(), Backoff::default())
         .with_call_reserve(CALL_RESERVE);
-    Ok(Ingest::new(config, writer))
+    let idempotency = config.idempotency_table.clone().map(|table| {
+        IdempotencyStore::new(
+            sluice_aws::clients::dynamodb(&sdk),
+            table,
+            config.idempotency_window,
+        )
+    });
+    let ingest = Ingest::new(config, writer);
+    Ok(match idempotency {
+        Some(store) => ingest.with_idempotency(store),
+        None => ingest,
+    })
 }
 
 #[tokio::main]
