@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
@@ -20,7 +21,9 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::retry::{Backoff, Deadline, error_code, error_message, is_transient, retry_transient};
+use crate::retry::{
+    Backoff, Deadline, error_code, error_message, is_transient, retry_sdk_call, retry_transient,
+};
 
 const CONDITIONAL_CHECK_FAILED: &str = "ConditionalCheckFailedException";
 
@@ -205,6 +208,25 @@ pub async fn update_conditional(
     }
     .run(backoff, deadline)
     .await
+}
+
+/// Sends a `GetItem` (the builder carries table, key and read options), retrying
+/// transient failures within `deadline`: the item, or `None` if there is none.
+pub async fn get_item(
+    builder: GetItemFluentBuilder,
+    backoff: &Backoff,
+    deadline: &Deadline,
+) -> Result<Option<HashMap<String, AttributeValue>>, DynamoError> {
+    let table = builder.get_table_name().clone().unwrap_or_default();
+    let key = builder
+        .get_key()
+        .as_ref()
+        .map(render_key)
+        .unwrap_or_default();
+    retry_sdk_call(backoff, deadline, deadline, || builder.clone().send())
+        .await
+        .map(|out| out.item)
+        .map_err(|e| DynamoError::from_sdk("GetItem", table, key, &e))
 }
 
 /// Sends a conditional `PutItem`, retrying transient failures within `deadline`.

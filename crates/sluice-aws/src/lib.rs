@@ -41,7 +41,7 @@ pub mod sqs;
 mod test_support;
 
 pub use dynamodb::{
-    DynamoError, UpdateOutcome, put_conditional, put_if_absent, update_conditional,
+    DynamoError, UpdateOutcome, get_item, put_conditional, put_if_absent, update_conditional,
 };
 pub use idempotency::{Begin, IdempotencyStore};
 pub use kinesis::{
