@@ -22,7 +22,8 @@ fn stream_image(counter: u64, instances: u64) -> serde_dynamo::Item {
         .collect();
     serde_json::from_value(json!({
         "Counter": {"S": format!("COUNTER_{counter:03}")},
-        "Date": {"S": "2015-11-16"},
+        "Date": {"S": "2015-11-16#00"},
+        "Version": {"N": "1"},
         "Instances": {"M": map}
     }))
     .unwrap()
@@ -40,7 +41,7 @@ fn bench_sum(c: &mut Criterion) {
         b.iter(|| {
             black_box(&items)
                 .iter()
-                .map(|i| i.total().unwrap())
+                .map(|i| i.subtotal().unwrap())
                 .fold(0i64, i64::wrapping_add)
         })
     });
@@ -51,7 +52,7 @@ fn bench_sum(c: &mut Criterion) {
                 .map(|i| {
                     serde_dynamo::from_item::<_, InstanceItem>(i.clone())
                         .unwrap()
-                        .total()
+                        .subtotal()
                         .unwrap()
                 })
                 .fold(0i64, i64::wrapping_add)

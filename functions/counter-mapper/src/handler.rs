@@ -1,7 +1,10 @@
 //! The mapper's decisions: which notifications are counter files, and how each
 //! counter is recorded in the instance table without losing updates.
 //!
-//! Instance table item (hash `Counter`, range `Date`):
+//! Instance table item (hash `Counter`, range `Date` = `<YYYY-MM-DD>#<shard>`, see
+//! [`sluice_counters`]): an instance's entries live in the shard item
+//! [`sluice_counters::shard_of`] names, so no item holds more than about a 32nd of a
+//! counter's instances for a day.
 //!
 //! ```text
 //! { Counter: S, Date: S, Version: N, Instances: M { <instance-id>: M { Value: N, Seq: S } } }
@@ -23,7 +26,7 @@
 //!   a different value, delivered after it, would pass the ordering check against the
 //!   stale stamp and win (A-B-A: `5`, `7`, `5` delivered in the order 1, 3, 2 ended
 //!   at `7`). Such a write changes only `Seq` (and `Version`); its stream record gives
-//!   the aggregator an unchanged total, which it does not write.
+//!   the aggregator an unchanged subtotal, which it does not write.
 //! - An equal stamp is, on S3, the same event (a redelivery, same content): with the
 //!   same value it fails the condition and writes nothing (idempotent, no stream
 //!   record). With a different value it is written: S3 never does that, but
@@ -34,11 +37,14 @@
 //!   replayed or redriven record) from a newer one.
 //!
 //! A document path cannot be set under a map that does not exist: on a new item
-//! (or an item without `Instances`) the update fails with a
-//! `ValidationException`. Only then the map is created with the entry in it
-//! (`SET Instances = {<id>: …} ADD Version 1 IF attribute_not_exists(Instances)`); if
-//! another writer created it first, that condition fails and the entry update is
-//! sent once more, now against an existing map (the map is never removed). The
+//! (or an item without `Instances`) the update fails with a `ValidationException`
+//! whose message says the document path is invalid. Only that error creates the
+//! map with the entry in it (`SET Instances = {<id>: …} ADD Version 1 IF
+//! attribute_not_exists(Instances)`); if another writer created it first, that
+//! condition fails and the entry update is sent once more, now against an existing
+//! map (the map is never removed). Any other `ValidationException` (an item over
+//! DynamoDB's 400 KB, a bad name) is that error, reported with its message: the
+//! counter is not recorded and the file fails for the on-failure destination. The
 //! common case (item and map exist) is one request.
 
 use std::collections::HashMap;
@@ -52,6 +58,7 @@ use sluice_aws::{
     Backoff, Deadline, DynamoError, S3Error, UpdateOutcome, get_object_version_bytes,
     put_object_bytes, update_conditional,
 };
+use sluice_counters::ShardKey;
 use sluice_events::{EnvelopeError, S3Notice, S3ObjectEvent, s3_notices_from_value};
 use sluice_lambda::metrics::Metrics;
 use sluice_lambda::{FunctionError, LambdaEvent};
@@ -61,16 +68,8 @@ use crate::counter_file::{CounterValue, MalformedLine, parse_counter_file};
 use crate::counter_key::CounterFileKey;
 use crate::stamp::{OrderingStamp, StampError};
 
-/// Attribute names of the instance table (the aggregator reads the same names).
-pub mod attr {
-    pub const COUNTER: &str = "Counter";
-    pub const DATE: &str = "Date";
-    pub const INSTANCES: &str = "Instances";
-    pub const VALUE: &str = "Value";
-    pub const SEQ: &str = "Seq";
-    /// The item's write count (its stream images' order).
-    pub const VERSION: &str = "Version";
-}
+/// Attribute names of the instance table (shared with counter-aggregator).
+pub use sluice_counters::instance_attr as attr;
 
 pub const SET_ENTRY: &str = "SET #inst.#id = :entry ADD #ver :one";
 /// Newer always wins (the stamp advances even if the value is unchanged); an equal
@@ -552,7 +551,7 @@ impl Mapper {
         };
         match set_entry().await {
             Ok(outcome) => Ok(outcome.into()),
-            Err(DynamoError::Permanent { code, .. }) if code == "ValidationException" => {
+            Err(err) if is_missing_map(&err) => {
                 let created = update_conditional(
                     self.create_map_request(file_key, stamp, cv),
                     &self.backoff,
@@ -575,7 +574,10 @@ impl Mapper {
             .update_item()
             .table_name(&self.config.instance_table)
             .key(attr::COUNTER, AttributeValue::S(cv.counter.clone()))
-            .key(attr::DATE, AttributeValue::S(file_key.date.clone()))
+            .key(
+                attr::DATE,
+                AttributeValue::S(ShardKey::of(&file_key.date, &file_key.instance).to_string()),
+            )
             .expression_attribute_names("#inst", attr::INSTANCES)
             .expression_attribute_names("#ver", attr::VERSION)
             .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
@@ -610,6 +612,14 @@ impl Mapper {
             .condition_expression(CREATE_MAP_IF_ABSENT)
             .expression_attribute_values(":map", AttributeValue::M(map))
     }
+}
+
+/// The one `ValidationException` that means "no `Instances` map to set a path in"
+/// (DynamoDB: "The document path provided in the update expression is invalid for
+/// update"). Every other one (an item over 400 KB, …) is an error of its own.
+pub fn is_missing_map(err: &DynamoError) -> bool {
+    matches!(err, DynamoError::Permanent { code, message, .. }
+        if code == "ValidationException" && message.to_ascii_lowercase().contains("document path"))
 }
 
 /// `{Value: N, Seq: S}`, one instance's entry.

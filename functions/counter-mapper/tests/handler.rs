@@ -14,7 +14,8 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 use counter_mapper::config::MapperConfig;
 use counter_mapper::handler::{
-    CREATE_MAP, CREATE_MAP_IF_ABSENT, Mapper, MapperError, SET_ENTRY, SET_ENTRY_IF_NEWER, Summary,
+    CREATE_MAP, CREATE_MAP_IF_ABSENT, Mapper, MapperError, Recorded, SET_ENTRY, SET_ENTRY_IF_NEWER,
+    Summary,
 };
 
 /// `<bucket>/<key>` and body of every object written.
@@ -127,6 +128,21 @@ fn ddb_error(code: &'static str) -> impl Fn() -> UpdateItemError + Send + Sync +
     }
 }
 
+/// DynamoDB's answer to a path set under a map that does not exist.
+fn missing_map() -> UpdateItemError {
+    UpdateItemError::generic(
+        ErrorMetadata::builder()
+            .code("ValidationException")
+            .message("The document path provided in the update expression is invalid for update")
+            .build(),
+    )
+}
+
+/// `2015-11-16#<shard of instance>`
+fn shard_date(instance: &str) -> String {
+    sluice_counters::ShardKey::of("2015-11-16", instance).to_string()
+}
+
 fn condition_failed() -> UpdateItemError {
     UpdateItemError::ConditionalCheckFailedException(
         ConditionalCheckFailedException::builder()
@@ -195,9 +211,10 @@ async fn records_every_counter_with_the_stamp_and_value_in_the_condition() {
     assert_eq!(requests.len(), 2);
     let req = &requests[0];
     assert_eq!(req.table_name(), Some(TABLE));
+    // The instance's shard item of the day (the shared contract's hash).
     assert_eq!(
         req.key().unwrap().get("Date"),
-        Some(&AttributeValue::S("2015-11-16".into()))
+        Some(&AttributeValue::S(shard_date("i-deadbeef")))
     );
     assert_eq!(req.condition_expression(), Some(SET_ENTRY_IF_NEWER));
     let names = req.expression_attribute_names().unwrap();
@@ -243,7 +260,7 @@ async fn unchanged_or_older_values_are_not_newer_and_not_an_error() {
 async fn the_first_write_to_a_new_item_creates_the_instance_map() {
     let set_entry = mock!(aws_sdk_dynamodb::Client::update_item)
         .match_requests(is_set_entry)
-        .then_error(ddb_error("ValidationException"));
+        .then_error(missing_map);
     let created = Arc::new(Mutex::new(None));
     let recorder = Arc::clone(&created);
     let create_map = mock!(aws_sdk_dynamodb::Client::update_item)
@@ -283,7 +300,7 @@ async fn a_map_created_by_another_writer_meanwhile_gets_the_entry_on_a_second_tr
     let set_entry = mock!(aws_sdk_dynamodb::Client::update_item)
         .match_requests(is_set_entry)
         .sequence()
-        .error(ddb_error("ValidationException"))
+        .error(missing_map)
         .output(|| UpdateItemOutput::builder().build())
         .build();
     let create_map = mock!(aws_sdk_dynamodb::Client::update_item)
@@ -306,7 +323,7 @@ async fn a_map_created_by_another_writer_meanwhile_gets_the_entry_on_a_second_tr
 async fn a_validation_error_against_an_existing_map_is_a_permanent_failure() {
     let set_entry = mock!(aws_sdk_dynamodb::Client::update_item)
         .match_requests(is_set_entry)
-        .then_error(ddb_error("ValidationException"));
+        .then_error(missing_map);
     let create_map = mock!(aws_sdk_dynamodb::Client::update_item)
         .match_requests(is_create_map)
         .then_error(condition_failed);
@@ -323,6 +340,91 @@ async fn a_validation_error_against_an_existing_map_is_a_permanent_failure() {
     assert_eq!(err.error_type(), "UpdateError");
     assert_eq!(set_entry.num_calls(), 2, "no endless fallback loop");
     assert!(err.to_string().contains("COUNTER1"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_item_over_the_size_limit_is_that_error_not_a_missing_map() {
+    // It used to be misread as "no map yet": the map was "created" (condition
+    // failed), the entry sent again and the error reported as a validation error
+    // of an existing map, its reason lost.
+    let set_entry = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_set_entry)
+        .then_error(|| {
+            UpdateItemError::generic(
+                ErrorMetadata::builder()
+                    .code("ValidationException")
+                    .message("Item size to update has exceeded the maximum allowed size")
+                    .build(),
+            )
+        });
+    let create_map = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(is_create_map)
+        .then_error(condition_failed);
+    let file = file_rule("COUNTER1 1000\n");
+    let err = mapper(&[&file], &[&set_entry, &create_map])
+        .handle(
+            &sns_event(KEY, Some(SEQUENCER), None),
+            &a_minute(),
+            &mut metrics(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((set_entry.num_calls(), create_map.num_calls()), (1, 0));
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string().contains("maximum allowed size"),
+        "the reason is kept: {err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_instances_with_the_longest_ids_are_all_recorded_under_the_item_limit() {
+    // One item per counter and day held every instance and hit 400 KB at about
+    // 1,300 instances with long ids; sharded, 10,000 fit with room to spare.
+    let table = FakeTable::without_stream();
+    let update = table.rule();
+    let mapper = mapper(&[], &[&update]);
+    let stamp = counter_mapper::stamp::OrderingStamp::from_sequencer(Some(SEQUENCER)).unwrap();
+    let instances = 10_000;
+    for i in 0..instances {
+        let file_key = counter_mapper::counter_key::CounterFileKey {
+            date: "2015-11-16".into(),
+            instance: format!("{i:0>256}"),
+        };
+        let cv = counter_mapper::counter_file::CounterValue {
+            counter: "C".into(),
+            value: i64::from(i) - 5_000,
+        };
+        let recorded = mapper.record(&file_key, &stamp, &cv, &a_minute()).await;
+        assert_eq!(recorded, Ok(Recorded::Written), "instance {i}");
+    }
+    let items = table.items();
+    let entries: usize = items
+        .iter()
+        .map(|item| item["Instances"].as_m().unwrap().len())
+        .sum();
+    let total: i64 = items
+        .iter()
+        .flat_map(|item| item["Instances"].as_m().unwrap().values())
+        .map(|e| {
+            e.as_m().unwrap()["Value"]
+                .as_n()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(entries, instances as usize);
+    assert_eq!(
+        total,
+        (0..i64::from(instances)).map(|i| i - 5_000).sum::<i64>()
+    );
+    assert_eq!(items.len(), usize::from(sluice_counters::SHARDS));
+    assert!(
+        table.largest_item() < fake_table::MAX_ITEM_BYTES / 3,
+        "the fullest shard item is {} bytes",
+        table.largest_item()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -734,7 +836,7 @@ fn versioned_files() -> Rule {
 /// The instance entry `(Value, Seq)` of counter `C` in the fake table, and the item's Version.
 fn stored_entry(table: &FakeTable) -> ((String, String), String) {
     let item = table
-        .item(&[("Counter", "C"), ("Date", "2015-11-16")])
+        .item(&[("Counter", "C"), ("Date", &shard_date("i-deadbeef"))])
         .expect("the item");
     let entry = item["Instances"].as_m().unwrap()["i-deadbeef"]
         .as_m()

@@ -15,7 +15,10 @@
 //! - updates: `SET p = v, …` and `ADD p :n, …`; setting a path under a map that does
 //!   not exist fails with `ValidationException`, as on DynamoDB;
 //! - paths `#a.#b.c` (names through `ExpressionAttributeNames`), values `:v`; a
-//!   name or value no expression uses fails with `ValidationException`, as on DynamoDB.
+//!   name or value no expression uses fails with `ValidationException`, as on DynamoDB;
+//! - an update that would make the item larger than 400 KB (DynamoDB's documented
+//!   size rules, [`item_size`]) fails with DynamoDB's `ValidationException`;
+//! - `GetItem` ([`FakeTable::get_rule`]) with a projection of top-level names.
 //!
 //! Shared by the counter-mapper and counter-aggregator tests (the aggregator's test
 //! includes this file by path).
@@ -25,6 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::update_item::{
     UpdateItemError, UpdateItemInput, UpdateItemOutput,
 };
@@ -46,7 +50,13 @@ struct State {
     requests: usize,
     condition_failures: usize,
     interleave: Vec<(usize, Interleave)>,
+    /// Keep no stream (a test of thousands of large items).
+    no_stream: bool,
+    largest_item: usize,
 }
+
+/// DynamoDB's item size limit.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 
 #[derive(Clone, Default)]
 pub struct FakeTable {
@@ -56,6 +66,48 @@ pub struct FakeTable {
 impl FakeTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A table that keeps no stream records (items too many and too large to copy).
+    pub fn without_stream() -> Self {
+        let table = Self::default();
+        table.state.lock().unwrap().no_stream = true;
+        table
+    }
+
+    /// The `GetItem` rule that reads this table (every read is consistent).
+    pub fn get_rule(&self) -> Rule {
+        let state = Arc::clone(&self.state);
+        mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
+            let state = state.lock().unwrap();
+            let key = req.key().cloned().unwrap_or_default();
+            let item = state.items.get(&render_key(&key)).map(|item| {
+                let Some(projection) = req.projection_expression() else {
+                    return item.clone();
+                };
+                let names = req
+                    .expression_attribute_names()
+                    .cloned()
+                    .unwrap_or_default();
+                projection
+                    .split(',')
+                    .map(str::trim)
+                    .map(|p| names.get(p).cloned().unwrap_or_else(|| p.to_owned()))
+                    .filter_map(|name| item.get(&name).map(|v| (name, v.clone())))
+                    .collect()
+            });
+            GetItemOutput::builder().set_item(item).build()
+        })
+    }
+
+    /// The largest item size (bytes) any write left.
+    pub fn largest_item(&self) -> usize {
+        self.state.lock().unwrap().largest_item
+    }
+
+    /// Every stored item.
+    pub fn items(&self) -> Vec<Item> {
+        self.state.lock().unwrap().items.values().cloned().collect()
     }
 
     /// The `UpdateItem` rule that serves every request from this table.
@@ -188,11 +240,55 @@ impl State {
                     .build(),
             ));
         }
+        let size = item_size(&next);
+        if size > MAX_ITEM_BYTES {
+            return MockResponse::Error(UpdateItemError::generic(
+                ErrorMetadata::builder()
+                    .code("ValidationException")
+                    .message("Item size to update has exceeded the maximum allowed size")
+                    .build(),
+            ));
+        }
         if Some(&next) != self.items.get(&render_key(&key)) {
-            self.stream.push(next.clone());
+            self.largest_item = self.largest_item.max(size);
+            if !self.no_stream {
+                self.stream.push(next.clone());
+            }
             self.items.insert(render_key(&key), next);
         }
         MockResponse::Output(UpdateItemOutput::builder().build())
+    }
+}
+
+/// An item's size by DynamoDB's documented rules: attribute names plus values;
+/// strings by length, numbers by significant digits, maps and lists 3 bytes plus
+/// one per element.
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, v)| name.len() + value_size(v))
+        .sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => {
+            let digits = n
+                .trim_start_matches('-')
+                .trim_start_matches('0')
+                .trim_end_matches('0');
+            digits.len().max(1).div_ceil(2) + 1
+        }
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_size(v))
+                .sum::<usize>()
+        }
+        AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        _ => 0,
     }
 }
 
