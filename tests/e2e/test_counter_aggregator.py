@@ -6,15 +6,18 @@ in test_counter_mapper.py.)"""
 import json
 
 import pytest
-from conftest import drain_queue, invoke, wait_until
+from conftest import client, drain_queue, invoke, wait_until
 from test_counter_mapper import aggregates, unique_date, upload, wait_total
 
 I64_MAX = 2**63 - 1
 
 
-def stream_record(name, seq, counter, date, values=None):
+def stream_record(name, seq, counter, date, values=None, shard=0):
+    """A crafted instance-table stream record: the image of (counter, date)'s shard item
+    `shard`, whose Version is the sequence number."""
+    key = f"{date}#{shard:02}"
     dynamodb = {
-        "Keys": {"Counter": {"S": counter}, "Date": {"S": date}},
+        "Keys": {"Counter": {"S": counter}, "Date": {"S": key}},
         "SequenceNumber": seq,
         "SizeBytes": 200,
         "StreamViewType": "NEW_IMAGE",
@@ -23,7 +26,8 @@ def stream_record(name, seq, counter, date, values=None):
     if values is not None:
         dynamodb["NewImage"] = {
             "Counter": {"S": counter},
-            "Date": {"S": date},
+            "Date": {"S": key},
+            "Version": {"N": seq},
             "Instances": {
                 "M": {
                     i: {"M": {"Value": {"N": str(v)}, "Seq": {"S": "0055AED6DCD90281E5" + "0" * 14}}}
@@ -61,6 +65,38 @@ def test_the_same_batch_twice_writes_once(pipeline):
     response, body = invoke(function, batch)
     assert body == {"batchItemFailures": []}
     assert aggregates(pipeline, date)["CRAFTED"] == first, "redelivery wrote again"
+
+
+@pytest.mark.timeout(300)
+def test_the_shards_of_a_day_sum_into_one_total_and_an_older_image_changes_nothing(pipeline):
+    date = unique_date()
+    function = pipeline["CounterAggregatorFunctionName"]
+    response, body = invoke(function, {"Records": [
+        stream_record("INSERT", "300", "SHARDED", date, {"i-a": 10, "i-b": 5}, shard=3),
+        stream_record("INSERT", "301", "SHARDED", date, {"i-c": 100}, shard=17),
+        stream_record("INSERT", "302", "SHARDED", date, {"i-d": -1}, shard=31),
+    ]})
+    assert "FunctionError" not in response, body
+    assert body == {"batchItemFailures": []}
+    assert aggregates(pipeline, date)["SHARDED"]["Value"] == 114
+
+    # A newer image of shard 17, then an older one of shard 3 (a replay): only the
+    # newer counts.
+    response, body = invoke(function, {"Records": [
+        stream_record("MODIFY", "400", "SHARDED", date, {"i-c": 100, "i-e": 20}, shard=17),
+        stream_record("MODIFY", "250", "SHARDED", date, {"i-a": 999}, shard=3),
+    ]})
+    assert body == {"batchItemFailures": []}
+    item = client("dynamodb").get_item(
+        TableName=pipeline["AggregateTableName"],
+        Key={"Counter": {"S": "SHARDED"}, "Date": {"S": date}},
+        ConsistentRead=True,
+    )["Item"]
+    assert int(item["Value"]["N"]) == 134
+    shards = {s: (int(e["M"]["Total"]["N"]), int(e["M"]["SourceVersion"]["N"]))
+              for s, e in item["Shards"]["M"].items()}
+    assert shards == {"03": (15, 300), "17": (120, 400), "31": (-1, 302)}
+    assert int(item["Version"]["N"]) == 2, "one write per counter and batch: the creation, one change"
 
 
 @pytest.mark.timeout(300)

@@ -10,6 +10,7 @@ events whose sequencers are below / above the stored one.
 """
 
 import datetime
+import hashlib
 import json
 import os
 import random
@@ -27,6 +28,33 @@ def unique_date() -> str:
     """A date no other run uses, so runs against one stack do not see each other's counters."""
     day = datetime.date(2001, 1, 1) + datetime.timedelta(days=random.randrange(0, 365 * 60))
     return day.isoformat()
+
+
+SHARDS = 32  # sluice_counters::SHARDS
+
+
+def shard_of(instance: str) -> int:
+    """The instance-table shard an instance's entries live in (sluice_counters::shard_of)."""
+    return int.from_bytes(hashlib.sha256(instance.encode()).digest()[:8], "big") % SHARDS
+
+
+def instance_items(outputs, counter, date) -> list[dict]:
+    """Every shard item of (counter, date) in the instance table, read consistently."""
+    ddb = client("dynamodb")
+    items, kwargs = [], {}
+    while True:
+        page = ddb.query(
+            TableName=outputs["InstanceTableName"],
+            KeyConditionExpression="#c = :c AND begins_with(#d, :day)",
+            ExpressionAttributeNames={"#c": "Counter", "#d": "Date"},
+            ExpressionAttributeValues={":c": {"S": counter}, ":day": {"S": f"{date}#"}},
+            ConsistentRead=True,
+            **kwargs,
+        )
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
 
 
 def counter_key(outputs, date, instance):
@@ -66,13 +94,10 @@ def aggregates(outputs, date) -> dict[str, dict]:
 
 
 def instance_entries(outputs, counter, date) -> dict[str, dict]:
-    item = client("dynamodb").get_item(
-        TableName=outputs["InstanceTableName"],
-        Key={"Counter": {"S": counter}, "Date": {"S": date}},
-        ConsistentRead=True,
-    ).get("Item", {})
+    """instance -> {Value, Seq} of (counter, date), over every shard item."""
     return {
         instance: {"Value": int(entry["M"]["Value"]["N"]), "Seq": entry["M"]["Seq"]["S"]}
+        for item in instance_items(outputs, counter, date)
         for instance, entry in item.get("Instances", {}).get("M", {}).items()
     }
 
@@ -116,17 +141,11 @@ def wait_totals(outputs, date, expected: dict[str, int], recorded, timeout: floa
 
 def entries_by_counter(outputs, date, counters) -> dict[str, dict[str, tuple[int, str]]]:
     """counter -> instance -> (Value, Seq), read consistently from the instance table."""
-    ddb = client("dynamodb")
 
     def one(counter):
-        item = ddb.get_item(
-            TableName=outputs["InstanceTableName"],
-            Key={"Counter": {"S": counter}, "Date": {"S": date}},
-            ConsistentRead=True,
-        ).get("Item", {})
         return counter, {
-            instance: (int(entry["M"]["Value"]["N"]), entry["M"]["Seq"]["S"])
-            for instance, entry in item.get("Instances", {}).get("M", {}).items()
+            instance: (entry["Value"], entry["Seq"])
+            for instance, entry in instance_entries(outputs, counter, date).items()
         }
 
     with ThreadPoolExecutor(8) as pool:
@@ -134,12 +153,13 @@ def entries_by_counter(outputs, date, counters) -> dict[str, dict[str, tuple[int
 
 
 def newest_stream_images(outputs, date) -> dict[str, dict[str, int]]:
-    """counter -> {instance: Value} of the highest-sequence stream record of each of
-    `date`'s instance items, read from the instance table's stream (every shard)."""
+    """counter -> {instance: Value} over the highest-sequence stream record of each of
+    `date`'s instance (shard) items, read from the instance table's stream (every
+    stream shard)."""
     table = client("dynamodb").describe_table(TableName=outputs["InstanceTableName"])["Table"]
     streams = client("dynamodbstreams")
     arn = table["LatestStreamArn"]
-    newest: dict[str, tuple[int, dict[str, int]]] = {}
+    newest: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}
     shards, kwargs = [], {}
     while True:
         description = streams.describe_stream(StreamArn=arn, **kwargs)["StreamDescription"]
@@ -154,17 +174,20 @@ def newest_stream_images(outputs, date) -> dict[str, dict[str, int]]:
             page = streams.get_records(ShardIterator=iterator, Limit=1000)
             for record in page["Records"]:
                 image = record["dynamodb"].get("NewImage")
-                if not image or image["Date"]["S"] != date:
+                if not image or not image["Date"]["S"].startswith(f"{date}#"):
                     continue
                 sequence = int(record["dynamodb"]["SequenceNumber"])
-                counter = image["Counter"]["S"]
-                if counter not in newest or sequence > newest[counter][0]:
+                item = (image["Counter"]["S"], image["Date"]["S"])
+                if item not in newest or sequence > newest[item][0]:
                     values = {i: int(e["M"]["Value"]["N"]) for i, e in image.get("Instances", {}).get("M", {}).items()}
-                    newest[counter] = (sequence, values)
+                    newest[item] = (sequence, values)
             if not page["Records"]:
                 break
             iterator = page.get("NextShardIterator")
-    return {counter: values for counter, (_, values) in newest.items()}
+    merged: dict[str, dict[str, int]] = {}
+    for (counter, _), (_, values) in newest.items():
+        merged.setdefault(counter, {}).update(values)
+    return merged
 
 
 def stale_stream_images(outputs, date, wrong_totals, got, entries) -> dict[str, dict[str, int]]:
@@ -421,3 +444,61 @@ def test_scale_instances_by_100_counters(pipeline):
     elapsed = time.monotonic() - started
     print(f"\nscale: {instances} files x {counters} counters uploaded in {uploaded:.1f}s, "
           f"all {counters} aggregates correct after {elapsed:.1f}s")
+
+
+# One item per counter and day held every instance and hit DynamoDB's 400 KB at ~1,300
+# instances with long ids (the ValidationException was then misread as "no map yet").
+# CI: 2,000 instances with 200-byte ids (~0.5 MB of entries for one counter and day, more
+# than one item can hold); SLUICE_SCALE=full: 10,000.
+CAPACITY_INSTANCES = 10_000 if SCALE_FULL else 2_000
+ITEM_LIMIT = 400 * 1024
+
+
+def entry_size(instance: str, value: int, seq: str) -> int:
+    """DynamoDB's size of one `<id>: {Value, Seq}` map entry (sluice_counters::entry_size)."""
+    digits = str(abs(value)).strip("0") or "0"
+    return 1 + len(instance) + 3 + (1 + 5 + (len(digits) + 1) // 2 + 1) + (1 + 3 + len(seq))
+
+
+@pytest.mark.timeout(3600 if SCALE_FULL else 1200)
+def test_thousands_of_instances_with_long_ids_count_for_one_counter_and_day(pipeline):
+    date = unique_date()
+    ids = [f"i-{n:05d}-" + "x" * 192 for n in range(CAPACITY_INSTANCES)]
+    values = {i: random.randrange(-1000, 1_000_000) for i in ids}
+    expected = sum(values.values())
+    s3 = client("s3", max_pool_connections=16)
+    started = time.monotonic()
+
+    def put(instance):
+        s3.put_object(
+            Bucket=pipeline["CountersBucketName"],
+            Key=counter_key(pipeline, date, instance),
+            Body=f"CAPACITY {values[instance]}\nOTHER 1\n".encode(),
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, ids))
+    uploaded = time.monotonic() - started
+    wait_total(pipeline, date, "CAPACITY", expected, timeout=3000 if SCALE_FULL else 1000)
+    wait_total(pipeline, date, "OTHER", CAPACITY_INSTANCES, timeout=120)
+    elapsed = time.monotonic() - started
+
+    items = instance_items(pipeline, "CAPACITY", date)
+    entries = {
+        i: (int(e["M"]["Value"]["N"]), e["M"]["Seq"]["S"])
+        for item in items
+        for i, e in item["Instances"]["M"].items()
+    }
+    assert {i: v for i, (v, _) in entries.items()} == values
+    # Every entry is in the shard item the shared contract names.
+    for item in items:
+        shard = int(item["Date"]["S"].rsplit("#", 1)[1])
+        assert all(shard_of(i) == shard for i in item["Instances"]["M"]), item["Date"]["S"]
+    sizes = [sum(entry_size(i, int(e["M"]["Value"]["N"]), e["M"]["Seq"]["S"])
+                 for i, e in item["Instances"]["M"].items()) for item in items]
+    in_one_item = sum(entry_size(i, v, s) for i, (v, s) in entries.items())
+    assert in_one_item > ITEM_LIMIT, f"the workload must not fit one item ({in_one_item} bytes)"
+    assert len(items) <= SHARDS and max(sizes) < ITEM_LIMIT / 3, sizes
+    print(f"\ncapacity: {CAPACITY_INSTANCES} instances ({in_one_item / 1024:.0f} KiB of entries, "
+          f"{in_one_item / ITEM_LIMIT:.1f}x one item's limit) in {len(items)} shard items, fullest "
+          f"{max(sizes) / 1024:.0f} KiB; uploaded in {uploaded:.0f}s, totals right after {elapsed:.0f}s")

@@ -776,23 +776,37 @@ async fn counters_inner(ctx: &Ctx) -> Result<Vec<Row>, String> {
         }
     })
     .await;
-    // The instance table: every counter holds one entry per instance.
+    // The instance table: every counter holds one entry per instance, over its
+    // day's shard items (`Date` = `<day>#<shard>`).
     let mut complete = 0u64;
     for counter in data.totals.keys() {
-        let item = ddb
-            .get_item()
-            .table_name(&instance_table)
-            .key("Counter", AttributeValue::S(counter.clone()))
-            .key("Date", AttributeValue::S(date.clone()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(err("GetItem"))?;
-        let entries = item
-            .item()
-            .and_then(|i| i.get("Instances"))
-            .and_then(|v| v.as_m().ok())
-            .map_or(0, |m| m.len());
+        let mut entries = 0;
+        let mut start = None;
+        loop {
+            let page = ddb
+                .query()
+                .table_name(&instance_table)
+                .key_condition_expression("#c = :c AND begins_with(#d, :day)")
+                .expression_attribute_names("#c", "Counter")
+                .expression_attribute_names("#d", "Date")
+                .expression_attribute_values(":c", AttributeValue::S(counter.clone()))
+                .expression_attribute_values(":day", AttributeValue::S(format!("{date}#")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(err("Query"))?;
+            entries += page
+                .items()
+                .iter()
+                .filter_map(|i| i.get("Instances").and_then(|v| v.as_m().ok()))
+                .map(|m| m.len())
+                .sum::<usize>();
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
         if entries == data.files.len() {
             complete += 1;
         }
@@ -812,10 +826,10 @@ async fn counters_inner(ctx: &Ctx) -> Result<Vec<Row>, String> {
                 data.malformed_lines
             ),
             output: format!(
-                "{complete} items holding all {} instance values ({values} values)",
+                "{complete} counters holding all {} instance values in their shard items ({values} values)",
                 data.files.len()
             ),
-            location: format!("DynamoDB {instance_table} (Date = {date})"),
+            location: format!("DynamoDB {instance_table} (Date = {date}#<shard>)"),
             expected,
             observed: complete,
             latency_ms: latency,
