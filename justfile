@@ -178,6 +178,17 @@ reliability *args:
     just e2e -k faults "$@"
     python tests/e2e/reliability_table.py
 
+# Load test on LocalStack: ingest -> stream -> archive at a bounded rate, then every event counted in the archive (docs/SCALE.md): --rate N --seconds S [--per-request B --clients C --keys spread|hot --json FILE]; stack parameters in $SLUICE_LOAD_PARAMS (e.g. "StreamCapacity=1")
+[positional-arguments]
+load *args: build up
+    #!/usr/bin/env bash
+    set -euo pipefail
+    params=()
+    for p in ${SLUICE_LOAD_PARAMS:-}; do params+=(--param "$p"); done
+    mkdir -p "$SLUICE_CACHE/load"
+    python infra/deploy.py --stack sluice-load "${params[@]}" --json > "$SLUICE_CACHE/load/outputs.json"
+    python tools/load/sluice_load.py --outputs "$SLUICE_CACHE/load/outputs.json" "$@"
+
 # Run a function locally under the cargo-lambda emulator (rebuilds on change)
 watch fn: setup
     cargo lambda watch --package {{fn}}

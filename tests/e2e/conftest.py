@@ -208,6 +208,7 @@ FAULT_SEED = int(os.environ.get("SLUICE_FAULT_SEED") or 20261122)
 
 
 FAULT_STACK_RESERVATIONS = {"CrashRouterReservedConcurrency": "12", "IngestApiReservedConcurrency": "50"}
+FAULT_STACK_CAPACITY = {"StreamCapacity": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -258,6 +259,9 @@ def faulty_pipeline(localstack, fault_proxy):
             # Reservations as an operator would set them (the default stack reserves none):
             # test_faults_crash_router.py checks each one is applied.
             **FAULT_STACK_RESERVATIONS,
+            # The default stack's stream is on-demand; this one has a provisioned shard, so
+            # both capacity modes deploy in every run (test_scale.py checks each).
+            **FAULT_STACK_CAPACITY,
         },
         endpoint_url=localstack,
         region=REGION,
