@@ -104,7 +104,8 @@ pub fn s3_put_event(region: &str, bucket: &str, object: &RawObject) -> Value {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
     let mut s3_object = json!({"key": encode_s3_key(&object.key), "size": object.size});
     if let Some(etag) = &object.etag {
-        s3_object["eTag"] = json!(etag);
+        // Listings quote the ETag; notifications do not.
+        s3_object["eTag"] = json!(etag.trim_matches('"'));
     }
     json!({"Records": [{
         "eventVersion": "2.1",

@@ -25,8 +25,8 @@ use crate::queue::{self, Held};
 use crate::redrive::KEPT_PREFIX;
 use crate::table;
 
-/// Error log lines counted at most (the count says "at least" beyond).
-const MAX_ERROR_LINES: usize = 10_000;
+/// Log lines counted at most per level (the count says "at least" beyond).
+const MAX_LOG_LINES: usize = 10_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -45,7 +45,10 @@ pub struct FunctionStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub failure_paths: Vec<PathStatus>,
-    pub errors_last_hour: ErrorLines,
+    /// Log lines at `ERROR` in the last hour.
+    pub errors_last_hour: LogLines,
+    /// Log lines at `WARN` in the last hour (failures that will be retried).
+    pub warnings_last_hour: LogLines,
     /// `AWS/Lambda` `Errors` summed over the last hour; `None` without metric data.
     pub failed_invocations_last_hour: Option<u64>,
     pub mappings: Vec<MappingStatus>,
@@ -74,7 +77,7 @@ pub struct PathStatus {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ErrorLines {
+pub struct LogLines {
     pub count: u64,
     /// More lines matched than were counted.
     pub at_least: bool,
@@ -127,7 +130,8 @@ async fn function_status(ctx: &Context, function: Function) -> Result<FunctionSt
                 function.name_output()
             )),
             failure_paths: Vec::new(),
-            errors_last_hour: ErrorLines::default(),
+            errors_last_hour: LogLines::default(),
+            warnings_last_hour: LogLines::default(),
             failed_invocations_last_hour: None,
             mappings: Vec::new(),
         });
@@ -145,7 +149,8 @@ async fn function_status(ctx: &Context, function: Function) -> Result<FunctionSt
         name: name.to_owned(),
         note,
         failure_paths,
-        errors_last_hour: error_lines(&ctx.clients.logs, name).await?,
+        errors_last_hour: log_lines(&ctx.clients.logs, name, "ERROR").await?,
+        warnings_last_hour: log_lines(&ctx.clients.logs, name, "WARN").await?,
         failed_invocations_last_hour: failed_invocations(&ctx.clients.cloudwatch, name).await?,
         mappings: mappings(ctx, name).await?,
     })
@@ -219,25 +224,21 @@ pub fn describe_message(
             ),
             Err(e) => (format!("unreadable: {e}"), None),
         },
-        FailurePath::DeadLetterQueue { .. } => {
-            let received = held
-                .receive_count
-                .map(|n| format!("received {n} times"))
-                .unwrap_or_else(|| "dead-lettered".into());
-            match s3_notices_from_str(&held.body) {
-                Ok(notices) => (
-                    Reason::note(format!("{received}; the function's log says why")).to_string(),
-                    notices_subject(&notices),
+        // Not its receive count: every look (this one too) adds to it.
+        FailurePath::DeadLetterQueue { .. } => match s3_notices_from_str(&held.body) {
+            Ok(notices) => (
+                Reason::note("failed every receive until the DLQ; the function's log says why")
+                    .to_string(),
+                notices_subject(&notices),
+            ),
+            Err(e) => (
+                format!(
+                    "not an S3 notification (it fails every time): {}",
+                    snippet(&e.to_string(), 80)
                 ),
-                Err(e) => (
-                    format!(
-                        "{received}; not an S3 notification: {}",
-                        snippet(&e.to_string(), 80)
-                    ),
-                    Some(snippet(&held.body, 60)),
-                ),
-            }
-        }
+                Some(snippet(&held.body, 60)),
+            ),
+        },
         FailurePath::SnsDeliveryQueue { .. } => (
             "SNS could not deliver it to the function".into(),
             s3_notices_from_str(&held.body)
@@ -341,24 +342,24 @@ async fn kept_status(
     Ok(status)
 }
 
-/// Whether a log line is an error: a JSON line logged at `ERROR`, or a plain line (the
-/// runtime's own) naming one.
-pub fn is_error_line(line: &str) -> bool {
+/// Whether a log line is at `level` (`ERROR`, `WARN`): a JSON line logged at it, or a
+/// plain line (the runtime's own) naming it.
+pub fn is_level_line(line: &str, level: &str) -> bool {
     match serde_json::from_str::<Value>(line.trim()) {
         Ok(Value::Object(fields)) => fields
             .get("level")
             .and_then(Value::as_str)
-            .is_some_and(|l| l.eq_ignore_ascii_case("ERROR")),
-        _ => line.contains("ERROR"),
+            .is_some_and(|l| l.eq_ignore_ascii_case(level)),
+        _ => line.contains(level),
     }
 }
 
-/// The gist of an error line: its message and error fields.
-fn error_gist(line: &str) -> String {
+/// The gist of a log line: its message and error fields.
+fn line_gist(line: &str) -> String {
     match serde_json::from_str::<Value>(line.trim()) {
         Ok(Value::Object(fields)) => {
             let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
-            let parts: Vec<String> = [text("message"), text("error")]
+            let parts: Vec<String> = [text("message"), text("error"), text("reason")]
                 .into_iter()
                 .flatten()
                 .collect();
@@ -368,20 +369,22 @@ fn error_gist(line: &str) -> String {
     }
 }
 
-async fn error_lines(
+/// Lines logged at `level` in the last hour.
+async fn log_lines(
     logs: &aws_sdk_cloudwatchlogs::Client,
     function_name: &str,
-) -> Result<ErrorLines, CliError> {
+    level: &str,
+) -> Result<LogLines, CliError> {
     let group = format!("/aws/lambda/{function_name}");
     let since = now_ms() - 3_600_000;
     let mut pages = logs
         .filter_log_events()
         .log_group_name(&group)
         .start_time(since)
-        .filter_pattern("ERROR")
+        .filter_pattern(level)
         .into_paginator()
         .send();
-    let mut counted = ErrorLines::default();
+    let mut counted = LogLines::default();
     let mut latest_at = i64::MIN;
     let mut seen = 0;
     while let Some(page) = pages.next().await {
@@ -395,16 +398,16 @@ async fn error_lines(
         for event in page.events() {
             seen += 1;
             let message = event.message().unwrap_or_default();
-            if is_error_line(message) {
+            if is_level_line(message, level) {
                 counted.count += 1;
                 let at = event.timestamp().unwrap_or(0);
                 if at >= latest_at {
                     latest_at = at;
-                    counted.latest = Some(error_gist(message));
+                    counted.latest = Some(line_gist(message));
                 }
             }
         }
-        if seen >= MAX_ERROR_LINES {
+        if seen >= MAX_LOG_LINES {
             counted.at_least = true;
             break;
         }
@@ -540,11 +543,13 @@ pub fn source_name(arn: &str) -> String {
 pub fn render(status: &Status) -> String {
     let mut rows = Vec::new();
     for f in &status.functions {
-        let errors = if f.errors_last_hour.at_least {
-            format!("{}+", f.errors_last_hour.count)
-        } else {
-            f.errors_last_hour.count.to_string()
-        };
+        let count =
+            |lines: &LogLines| format!("{}{}", lines.count, if lines.at_least { "+" } else { "" });
+        let errors = format!(
+            "{}/{}",
+            count(&f.errors_last_hour),
+            count(&f.warnings_last_hour)
+        );
         let failed = f
             .failed_invocations_last_hour
             .map_or("-".into(), |n| n.to_string());
@@ -615,7 +620,7 @@ pub fn render(status: &Status) -> String {
             "PARKED",
             "OLDEST",
             "WHY (OLDEST)",
-            "ERROR LOGS 1H",
+            "ERR/WARN LOGS 1H",
             "FAILED INV 1H",
             "ITERATOR AGE",
         ],

@@ -38,7 +38,8 @@ fn the_event_is_the_one_s3_sends_and_names_the_object_exactly() {
     assert_eq!(notice.size, Some(1234));
     assert_eq!(
         notice.etag.as_deref(),
-        Some("\"9b2cf535f27731c974343645a3985328\"")
+        Some("9b2cf535f27731c974343645a3985328"),
+        "unquoted, as in S3's notifications"
     );
     assert_eq!(event["Records"][0]["eventTime"], "2026-11-18T11:06:40Z");
 }

@@ -19,21 +19,26 @@ use super::*;
 use crate::test_support::{Rules, async_record, context, message, s3_event};
 
 #[test]
-fn error_lines_are_json_lines_at_error_or_plain_lines_naming_one() {
-    assert!(is_error_line(
-        r#"{"level":"ERROR","message":"group not archived","error":"AccessDenied"}"#
+fn level_lines_are_json_lines_at_that_level_or_plain_lines_naming_it() {
+    assert!(is_level_line(
+        r#"{"level":"ERROR","message":"not sent","error":"AccessDenied"}"#,
+        "ERROR"
     ));
-    assert!(!is_error_line(
-        r#"{"level":"INFO","message":"retrying","errorType":"ERROR"}"#
+    assert!(!is_level_line(
+        r#"{"level":"INFO","message":"retrying","errorType":"ERROR"}"#,
+        "ERROR"
     ));
-    assert!(is_error_line(
-        "2026-11-22T10:00:00Z ERROR Lambda runtime: handler failed"
+    assert!(is_level_line(
+        "2026-11-22T10:00:00Z ERROR Lambda runtime: handler failed",
+        "ERROR"
     ));
-    assert!(!is_error_line("START RequestId: 1 Version: $LATEST"));
-    assert_eq!(
-        error_gist(r#"{"level":"ERROR","message":"group not archived","error":"AccessDenied"}"#),
-        "group not archived: AccessDenied"
-    );
+    assert!(!is_level_line(
+        "START RequestId: 1 Version: $LATEST",
+        "ERROR"
+    ));
+    let warning = r#"{"level":"WARN","message":"group not archived","reason":"AccessDenied"}"#;
+    assert!(is_level_line(warning, "WARN") && !is_level_line(warning, "ERROR"));
+    assert_eq!(line_gist(warning), "group not archived: AccessDenied");
 }
 
 #[test]
@@ -83,7 +88,7 @@ fn every_parked_kind_says_why_and_what_about() {
     let dlq = Function::CrashRouter.failure_paths()[0];
     let (why, what) = describe_message(Function::CrashRouter, &dlq, &held("poison".into()));
     assert!(
-        why.starts_with("received 5 times; not an S3 notification"),
+        why.starts_with("not an S3 notification (it fails every time)"),
         "{why}"
     );
     assert_eq!(what.as_deref(), Some("poison"));
@@ -92,7 +97,10 @@ fn every_parked_kind_says_why_and_what_about() {
         &dlq,
         &held(s3_event("crashes", "v2/raw_crash/x").to_string()),
     );
-    assert_eq!(why, "received 5 times; the function's log says why");
+    assert_eq!(
+        why,
+        "failed every receive until the DLQ; the function's log says why"
+    );
     assert_eq!(what.as_deref(), Some("s3://crashes/v2/raw_crash/x"));
 
     let jobs = Function::JobPoller.failure_paths()[0];
@@ -176,7 +184,7 @@ async fn status_counts_what_each_path_holds_with_the_oldest_items_reason() {
     });
     let logs = mock!(aws_sdk_cloudwatchlogs::Client::filter_log_events).then_compute_output(|r| {
         let mut out = FilterLogEventsOutput::builder();
-        if r.log_group_name() == Some("/aws/lambda/sluice-archiver") {
+        if r.log_group_name() == Some("/aws/lambda/sluice-archiver") && r.filter_pattern() == Some("ERROR") {
             for (at, line) in [
                 (1, r#"{"level":"ERROR","message":"group not archived","error":"AccessDenied"}"#),
                 (2, r#"{"level":"INFO","message":"ERROR is only a word here"}"#),
