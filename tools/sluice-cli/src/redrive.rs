@@ -494,47 +494,51 @@ impl QueueRedrive<'_> {
                     },
                 )
             }
-            Work::Replay(info) => match read_range(&self.ctx.clients.streams, &info).await? {
-                Range::Gone(why) => Ok(Attempt::Skip {
+            Work::Replay(info) => match read_range(&self.ctx.clients.streams, &info).await {
+                Err(CliError::NotFound(m)) => Err(CliError::NotFound(m)),
+                Err(other) => Ok(Attempt::Failed(format!("range not read: {other}"))),
+                Ok(Range::Gone(why)) => Ok(Attempt::Skip {
                     reason: GONE_FROM_STREAM,
                     detail: why,
                 }),
-                Range::Records(records) => {
+                Ok(Range::Records(records)) => {
                     let n = records.len();
                     let event = serde_json::json!({ "Records": records });
-                    Ok(
-                        match invoke(lambda, self.function_name, &event, true).await {
-                            Ok(invoked @ Invoked::Returned(_)) => {
-                                match invoked.batch_item_failure() {
-                                    None => Attempt::Done {
-                                        detail: format!(
-                                            "{n} records of {} ({}..{}) replayed",
-                                            info.shard_id,
-                                            info.start_sequence_number,
-                                            info.end_sequence_number
-                                        ),
-                                        records: n,
-                                    },
-                                    Some(seq) => Attempt::Failed(format!(
-                                        "records from {seq} on failed again"
-                                    )),
-                                }
-                            }
-                            Ok(Invoked::Failed {
-                                error_type,
-                                message,
-                            }) => {
-                                Attempt::Failed(format!("{error_type}: {}", snippet(&message, 200)))
-                            }
-                            Ok(Invoked::Queued) => unreachable!("invoked synchronously"),
-                            Err(CliError::NotFound(m)) => return Err(CliError::NotFound(m)),
-                            Err(other) => Attempt::Failed(other.to_string()),
-                        },
-                    )
+                    self.replay(event, n, &info).await
                 }
             },
             Work::Move(..) => unreachable!("moves are sent in batches"),
         }
+    }
+
+    async fn replay(
+        &self,
+        event: Value,
+        n: usize,
+        info: &crate::parked::BatchInfo,
+    ) -> Result<Attempt, CliError> {
+        let lambda = &self.ctx.clients.lambda;
+        Ok(
+            match invoke(lambda, self.function_name, &event, true).await {
+                Ok(invoked @ Invoked::Returned(_)) => match invoked.batch_item_failure() {
+                    None => Attempt::Done {
+                        detail: format!(
+                            "{n} records of {} ({}..{}) replayed",
+                            info.shard_id, info.start_sequence_number, info.end_sequence_number
+                        ),
+                        records: n,
+                    },
+                    Some(seq) => Attempt::Failed(format!("records from {seq} on failed again")),
+                },
+                Ok(Invoked::Failed {
+                    error_type,
+                    message,
+                }) => Attempt::Failed(format!("{error_type}: {}", snippet(&message, 200))),
+                Ok(Invoked::Queued) => unreachable!("invoked synchronously"),
+                Err(CliError::NotFound(m)) => return Err(CliError::NotFound(m)),
+                Err(other) => Attempt::Failed(other.to_string()),
+            },
+        )
     }
 
     /// Redrives one batch of work items; the attempts in the same order.
@@ -601,6 +605,21 @@ impl QueueRedrive<'_> {
             self.ctx.progress,
         );
         let mut run = QueueRun::new(sqs, self.url, self.visibility);
+        let drained = self.drain(&mut run, &mut report, &bar).await;
+        // What was kept is given back even when the run stopped on an error.
+        let given_back = run.finish().await;
+        bar.finish_and_clear();
+        drained?;
+        given_back?;
+        Ok(report)
+    }
+
+    async fn drain(
+        &self,
+        run: &mut QueueRun<'_>,
+        report: &mut PathReport,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<(), CliError> {
         // Event (or range) -> whether its redrive succeeded, for copies met later in the run.
         let mut done: HashMap<String, bool> = HashMap::new();
         let batch_size = self.options.concurrency.clamp(1, 10);
@@ -689,9 +708,7 @@ impl QueueRedrive<'_> {
                 report.redriven, report.failed_again, report.skipped
             ));
         }
-        run.finish().await?;
-        bar.finish_and_clear();
-        Ok(report)
+        Ok(())
     }
 }
 
@@ -748,13 +765,7 @@ impl KeptBatches<'_> {
                     detail: String::new(),
                 });
             }
-            Err(err) => {
-                return Err(CliError::Aws {
-                    what: format!("reading s3://{}/{key}", self.bucket),
-                    code: "S3Error".into(),
-                    message: err.to_string(),
-                });
-            }
+            Err(err) => return Ok(Attempt::Failed(format!("not read: {err}"))),
         };
         let batch = match parse_kept_batch(&bytes) {
             Ok(batch) => batch,
@@ -822,18 +833,17 @@ impl KeptBatches<'_> {
                 Some(seq) => Ok(Attempt::Failed(format!(
                     "records from {seq} on failed again"
                 ))),
-                None => {
-                    s3.delete_object()
-                        .bucket(self.bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .map_err(|e| sdk(format!("deleting s3://{}/{key}", self.bucket), e))?;
-                    Ok(Attempt::Done {
+                None => match s3.delete_object().bucket(self.bucket).key(key).send().await {
+                    Ok(_) => Ok(Attempt::Done {
                         detail: format!("re-archived {range}; kept object deleted"),
                         records,
-                    })
-                }
+                    }),
+                    // Archived again, but kept: the next redrive rewrites the same objects.
+                    Err(e) => Ok(Attempt::Failed(format!(
+                        "re-archived {range}, but the kept object was not deleted: {}",
+                        sdk("deleting it", e)
+                    ))),
+                },
             },
         }
     }

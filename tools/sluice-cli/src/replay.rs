@@ -316,6 +316,17 @@ pub async fn replay(ctx: &Context, options: Options) -> Result<Report, CliError>
         }
         keep
     });
+    if objects.is_empty() {
+        return Err(CliError::NotFound(format!(
+            "nothing to replay under {source}: {}",
+            report
+                .skipped_objects
+                .iter()
+                .map(|s| format!("{} ({})", s.key, s.reason))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     if let Some(next) = &checkpoint.next {
         objects.retain(|o| o.key >= next.key);
     }

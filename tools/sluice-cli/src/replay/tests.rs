@@ -347,3 +347,25 @@ async fn a_dry_run_counts_and_puts_nothing_and_another_bucket_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_prefix_with_nothing_to_replay_is_not_found() {
+    let checkpoint = temp_checkpoint("empty");
+    let s3_rules = archive(vec![(
+        "2026/11/notes.txt",
+        vec!["not an archive object".into()],
+        None,
+        1_700_000_000,
+    )]);
+    let config = function_config(&[]);
+    let mut rules = Rules::none();
+    rules.s3 = s3_rules.iter().collect();
+    rules.lambda = vec![&config];
+    let ctx = context(rules);
+    let err = replay(&ctx, options(&checkpoint)).await.unwrap_err();
+    assert_eq!(err.exit_code(), crate::error::EXIT_NOT_FOUND);
+    assert!(
+        err.to_string().contains("not an archive object (.bz2)"),
+        "{err}"
+    );
+}
