@@ -11,8 +11,9 @@
 //!
 //! An item is removed from its failure path only once its redrive succeeded; an item that
 //! fails again stays, with its new reason in the report. Items that would fail again for
-//! certain (not an event the function reads, a bucket it refuses, a range no longer on the
-//! stream) are skipped with the reason and left in place. Every function is idempotent on
+//! certain (not an event the function reads, a bucket it refuses, an event it already
+//! refused as unreadable or not its own, a range no longer on the stream) are skipped with
+//! the reason and left in place. Every function is idempotent on
 //! redelivery (README), and an event found twice in one run is redriven once (the copy is
 //! deleted, counted as a duplicate): running redrive twice moves nothing the second time.
 
@@ -179,6 +180,7 @@ impl Report {
 // Skip reasons (the keys of `skipped_by_reason`).
 pub const NOT_A_FAILURE_RECORD: &str = "not a Lambda on-failure record";
 pub const NOT_AN_EVENT_IT_READS: &str = "not an event the function reads (it would fail again)";
+pub const REFUSED_EVENT: &str = "the function refused the event itself (it would fail again)";
 pub const FOREIGN_BUCKET: &str =
     "names a bucket the function refuses (it would fail again as ForeignBucket)";
 pub const DUPLICATE: &str = "duplicate of an item redriven in this run (removed)";
@@ -313,6 +315,25 @@ enum Attempt {
     },
 }
 
+/// Error types (after a `Permanent.` class) by which a function says the event itself is
+/// wrong — unreadable, not its own, naming nothing it can act on — so no fix elsewhere
+/// makes a redelivery succeed. Other errors, permanent ones too (`AccessDenied` before a
+/// policy is fixed), are worth a redrive.
+const EVENT_DEFECTS: &[&str] = &[
+    "InvalidEvent",
+    "InvalidKinesisEvent",
+    "ForeignBucket",
+    "UnversionedObject",
+    "UnknownSource",
+];
+
+/// Whether the recorded error says the event itself is at fault.
+fn refused_event(reason: &crate::parked::Reason) -> Option<&str> {
+    let error_type = reason.error_type.as_deref()?;
+    let kind = error_type.strip_prefix("Permanent.").unwrap_or(error_type);
+    EVENT_DEFECTS.contains(&kind).then_some(error_type)
+}
+
 /// Whether `event` is something `function` reads, checked with the same envelope reader
 /// the functions use: an event it would refuse for certain is not worth redriving.
 fn check_event(
@@ -430,9 +451,21 @@ impl QueueRedrive<'_> {
                 Ok(failure) => {
                     match check_event(self.function, &failure.payload, self.own_bucket) {
                         Err((reason, detail)) => skip(reason, detail),
-                        Ok(()) => Decision::Redrive {
-                            key: failure.payload.to_string(),
-                            work: Work::Invoke(failure.payload),
+                        Ok(()) => match refused_event(&failure.reason) {
+                            Some(error_type) => skip(
+                                REFUSED_EVENT,
+                                format!(
+                                    "{error_type}: {}",
+                                    snippet(
+                                        failure.reason.error_message.as_deref().unwrap_or(""),
+                                        160
+                                    )
+                                ),
+                            ),
+                            None => Decision::Redrive {
+                                key: failure.payload.to_string(),
+                                work: Work::Invoke(failure.payload),
+                            },
                         },
                     }
                 }

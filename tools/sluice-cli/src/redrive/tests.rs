@@ -353,6 +353,30 @@ async fn mapper_events_naming_another_bucket_are_skipped_and_sns_deliveries_redr
     assert_eq!(ledger.released(), vec![receipt(FAILURES, 1)]);
 }
 
+#[test]
+fn an_event_the_function_refused_as_such_is_not_worth_a_redrive() {
+    let reason = |error_type: &str| crate::parked::Reason {
+        error_type: Some(error_type.to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(
+        refused_event(&reason("Permanent.InvalidEvent")),
+        Some("Permanent.InvalidEvent")
+    );
+    assert_eq!(
+        refused_event(&reason("ForeignBucket")),
+        Some("ForeignBucket")
+    );
+    assert_eq!(
+        refused_event(&reason("Permanent.UnknownSource")),
+        Some("Permanent.UnknownSource")
+    );
+    // Permanent only until someone fixes the cause: redriven.
+    assert_eq!(refused_event(&reason("Permanent.JobsTable")), None);
+    assert_eq!(refused_event(&reason("S3Error")), None);
+    assert_eq!(refused_event(&crate::parked::Reason::default()), None);
+}
+
 #[tokio::test]
 async fn job_poller_events_are_handed_to_lambda_asynchronously() {
     const QUEUE: &str = "http://sqs/job-failures";
@@ -362,11 +386,15 @@ async fn job_poller_events_are_handed_to_lambda_asynchronously() {
                               "generation": 3, "budget_remaining": 8, "poll_attempt": 7});
     let (attributes, receive) = queue(
         QUEUE,
-        vec![async_record(
-            continuation.clone(),
-            "Retryable.JobApi",
-            "503",
-        )],
+        vec![
+            async_record(continuation.clone(), "Retryable.JobApi", "503"),
+            // A continuation it could not read: the same event fails the same way.
+            async_record(
+                json!({"kind": "job-poller/continue"}),
+                "Permanent.InvalidEvent",
+                "continuation event: missing field `source_id`",
+            ),
+        ],
     );
     let config = function_config(&[]);
     let invocations = Invocations::default();
@@ -384,6 +412,11 @@ async fn job_poller_events_are_handed_to_lambda_asynchronously() {
         vec![("sluice-jobs".to_owned(), "Event".to_owned(), continuation)]
     );
     assert_eq!(ledger.deleted(), vec![receipt(QUEUE, 0)]);
+    assert_eq!(
+        report.paths[0].skipped_by_reason,
+        BTreeMap::from([(REFUSED_EVENT.to_owned(), 1)])
+    );
+    assert_eq!(ledger.released(), vec![receipt(QUEUE, 1)]);
 }
 
 #[tokio::test]
