@@ -48,14 +48,6 @@ impl CliError {
             CliError::Aws { .. } | CliError::Io(_) => EXIT_FAILED,
         }
     }
-
-    /// The error's code, when it came from an AWS call.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            CliError::Aws { code, .. } => Some(code),
-            _ => None,
-        }
-    }
 }
 
 /// Turns an SDK error into [`CliError::Aws`], naming what was being done.

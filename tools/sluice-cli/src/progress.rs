@@ -21,17 +21,3 @@ pub fn bar(len: u64, what: &str, visible: bool) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
-
-/// A counter without a known end (a queue being drained, a listing).
-pub fn spinner(what: &str, visible: bool) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(&format!("{{spinner}} {what} {{pos}} {{msg}}"))
-            .expect("a valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
