@@ -15,7 +15,7 @@ export PATH := venv / "bin:" + env("PATH")
 
 # The functions' release zips: every binary of the workspace except the tools
 # (the demo driver and the bench runner are not Lambdas).
-lambda_build := "cargo lambda build --release --output-format zip --workspace --exclude sluice-demo --exclude sluice-bench"
+lambda_build := "cargo lambda build --release --output-format zip --workspace --exclude sluice-demo --exclude sluice-bench --exclude sluice-cli"
 
 # List recipes
 default:

@@ -52,6 +52,24 @@ pub fn decode_s3_key(raw: &str) -> Result<String, KeyError> {
     })
 }
 
+/// Encodes an object key as S3 writes it into a notification: the inverse of
+/// [`decode_s3_key`], for building the event S3 would have sent (a backfill invokes a
+/// function with it). Letters, digits and `-_.*/` stay; a space becomes `+`; every other
+/// byte of the key's UTF-8 is `%XX` (upper-case hex).
+pub fn encode_s3_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for &byte in key.as_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'/' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 fn hex_value(byte: u8) -> Option<u8> {
     match byte {
         b'0'..=b'9' => Some(byte - b'0'),
@@ -95,6 +113,19 @@ pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_encode_as_s3_writes_them_into_notifications() {
+        assert_eq!(encode_s3_key("red flower.jpg"), "red+flower.jpg");
+        assert_eq!(
+            encode_s3_key("c++/100% café.json"),
+            "c%2B%2B/100%25+caf%C3%A9.json"
+        );
+        assert_eq!(
+            encode_s3_key("incoming/2026/11/p-0001.json.snappy"),
+            "incoming/2026/11/p-0001.json.snappy"
+        );
+    }
 
     #[test]
     fn plus_decodes_to_space() {

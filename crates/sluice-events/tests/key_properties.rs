@@ -2,7 +2,7 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use proptest::prelude::*;
-use sluice_events::decode_s3_key;
+use sluice_events::{decode_s3_key, encode_s3_key};
 
 /// Characters S3 leaves alone in notification keys; everything else is
 /// percent-encoded UTF-8, and a space becomes `+`.
@@ -42,6 +42,12 @@ proptest! {
     #[test]
     fn decode_inverts_s3_encoding(key in any::<String>()) {
         prop_assert_eq!(decode_s3_key(&s3_encode(&key)).unwrap(), key);
+    }
+
+    #[test]
+    fn the_crates_encoder_is_s3s_and_decodes_back(key in any::<String>()) {
+        prop_assert_eq!(encode_s3_key(&key), s3_encode(&key));
+        prop_assert_eq!(decode_s3_key(&encode_s3_key(&key)).unwrap(), key);
     }
 
     #[test]
