@@ -14,7 +14,7 @@ export CARGO_TARGET_DIR := env("CARGO_TARGET_DIR", cache / "target")
 export PATH := venv / "bin:" + env("PATH")
 
 # The functions' release zips: every binary of the workspace except the tools
-# (the demo driver and the bench runner are not Lambdas).
+# (the demo driver, the bench runner and the operator CLI are not Lambdas).
 lambda_build := "cargo lambda build --release --output-format zip --workspace --exclude sluice-demo --exclude sluice-bench --exclude sluice-cli"
 
 # List recipes
@@ -188,6 +188,11 @@ load *args: build up
     mkdir -p "$SLUICE_CACHE/load"
     python infra/deploy.py --stack sluice-load "${params[@]}" --json > "$SLUICE_CACHE/load/outputs.json"
     python tools/load/sluice_load.py --outputs "$SLUICE_CACHE/load/outputs.json" "$@"
+
+# The operator's command line against a deployed stack (README, Operating sluice): status, redrive, backfill, replay
+[positional-arguments]
+sluice *args:
+    cargo run -q -p sluice-cli -- "$@"
 
 # Run a function locally under the cargo-lambda emulator (rebuilds on change)
 watch fn: setup
