@@ -311,7 +311,9 @@ fn result_key(result: &ObjectResult) -> &str {
     }
 }
 
-async fn list(ctx: &Context, source: &S3Uri) -> Result<Vec<RawObject>, CliError> {
+/// Every object under `source` (backfill's inputs, replay's archive); a bucket that does not
+/// exist is `NotFound`.
+pub(crate) async fn list(ctx: &Context, source: &S3Uri) -> Result<Vec<RawObject>, CliError> {
     let mut out = Vec::new();
     let mut pages = ctx
         .clients

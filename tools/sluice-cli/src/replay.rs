@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::context::Context;
-use crate::error::{CliError, sdk, service_code};
+use crate::error::{CliError, sdk};
 use crate::pipeline::Function;
 use crate::progress;
 use crate::s3uri::S3Uri;
@@ -472,34 +472,14 @@ async fn record_count(ctx: &Context, bucket: &str, key: &str) -> Result<Option<u
 }
 
 async fn list(ctx: &Context, source: &S3Uri) -> Result<Vec<ArchiveObject>, CliError> {
-    let mut out = Vec::new();
-    let mut pages = ctx
-        .clients
-        .s3
-        .list_objects_v2()
-        .bucket(&source.bucket)
-        .prefix(&source.prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| {
-            if service_code(&e).as_deref() == Some("NoSuchBucket") {
-                CliError::NotFound(format!("bucket {} does not exist", source.bucket))
-            } else {
-                sdk(format!("listing {source}"), e)
-            }
-        })?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            out.push(ArchiveObject {
-                key: key.to_owned(),
-                last_modified: object
-                    .last_modified()
-                    .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok())
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            });
-        }
-    }
+    let mut out: Vec<ArchiveObject> = crate::backfill::list(ctx, source)
+        .await?
+        .into_iter()
+        .map(|object| ArchiveObject {
+            key: object.key,
+            last_modified: object.last_modified,
+        })
+        .collect();
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
