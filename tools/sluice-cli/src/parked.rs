@@ -211,25 +211,8 @@ pub fn snippet(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::async_record;
     use serde_json::json;
-
-    /// An async on-failure record as Lambda writes it (AWS documentation's shape).
-    pub(crate) fn async_record(payload: Value, error_type: &str, message: &str) -> String {
-        json!({
-            "version": "1.0",
-            "timestamp": "2026-11-22T10:00:00.000Z",
-            "requestContext": {
-                "requestId": "e4b46cbf-b738-xmpl-8880-a18cdf61200e",
-                "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:sluice-avro:$LATEST",
-                "condition": "RetriesExhausted",
-                "approximateInvokeCount": 3
-            },
-            "requestPayload": payload,
-            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-            "responsePayload": {"errorType": error_type, "errorMessage": message}
-        })
-        .to_string()
-    }
 
     #[test]
     fn an_async_failure_gives_its_event_and_why_it_failed() {
