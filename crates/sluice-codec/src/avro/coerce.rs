@@ -64,12 +64,12 @@ impl CoerceError {
 /// start), then call [`CoercionPlan::coerce`] per record.
 #[derive(Debug, Clone)]
 pub struct CoercionPlan {
-    root: Node,
-    records: Vec<RecordNode>,
+    pub(super) root: Node,
+    pub(super) records: Vec<RecordNode>,
 }
 
 #[derive(Debug, Clone)]
-enum Node {
+pub(super) enum Node {
     Null,
     Boolean,
     Int,
@@ -103,23 +103,28 @@ enum Node {
 }
 
 #[derive(Debug, Clone)]
-struct EnumNode {
-    name: String,
-    symbols: Vec<String>,
+pub(super) struct EnumNode {
+    pub(super) name: String,
+    pub(super) symbols: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
-struct RecordNode {
-    name: String,
-    fields: Vec<FieldNode>,
+pub(super) struct RecordNode {
+    pub(super) name: String,
+    pub(super) fields: Vec<FieldNode>,
+    /// Field name → position in `fields`, for JSON objects whose keys are not in schema order.
+    pub(super) index: HashMap<String, usize>,
 }
 
 #[derive(Debug, Clone)]
-struct FieldNode {
-    name: String,
-    node: Node,
+pub(super) struct FieldNode {
+    pub(super) name: String,
+    pub(super) node: Node,
     /// The schema default, coerced once; `Err` holds why the default does not fit.
-    default: Option<Result<Value, String>>,
+    pub(super) default: Option<Result<Value, String>>,
+    /// The default's Avro encoding, for [`JsonEncoder`](super::JsonEncoder) (`None` when
+    /// there is no usable default or it cannot be encoded without the schema, e.g. a UUID).
+    pub(super) default_bytes: Option<Vec<u8>>,
 }
 
 /// Coerces one JSON value for `schema`.
@@ -157,7 +162,13 @@ impl CoercionPlan {
             let default = plan
                 .coerce_node(&json, node, &Path::Root)
                 .map_err(|e| format!("schema default {json} does not fit: {e}"));
-            plan.records[record].fields[field].default = Some(default);
+            let bytes = default.as_ref().ok().and_then(|value| {
+                let mut out = Vec::new();
+                super::direct::encode_value(&plan, node, value, &mut out).then_some(out)
+            });
+            let slot = &mut plan.records[record].fields[field];
+            slot.default = Some(default);
+            slot.default_bytes = bytes;
         }
         plan
     }
@@ -443,7 +454,7 @@ impl CoercionPlan {
 
 /// Whether a branch could possibly accept a JSON value of this kind (cheap pre-check before
 /// trying a union branch).
-fn kind_fits(node: &Node, json: &Json) -> bool {
+pub(super) fn kind_fits(node: &Node, json: &Json) -> bool {
     match node {
         Node::Null => json.is_null(),
         Node::Boolean => json.is_boolean(),
@@ -530,6 +541,7 @@ impl Builder<'_, '_> {
                 self.records.push(RecordNode {
                     name: full.clone(),
                     fields: Vec::new(),
+                    index: HashMap::new(),
                 });
                 self.record_index.insert(full, index);
                 let inner_namespace = r.name.namespace().or(namespace);
@@ -542,8 +554,14 @@ impl Builder<'_, '_> {
                         name: f.name.clone(),
                         node: self.compile(&f.schema, inner_namespace),
                         default: None,
+                        default_bytes: None,
                     });
                 }
+                self.records[index].index = fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (f.name.clone(), i))
+                    .collect();
                 self.records[index].fields = fields;
                 Node::Record(index)
             }

@@ -107,6 +107,27 @@ pub fn sync_marker(schema: &Schema, seed: &[u8]) -> [u8; 16] {
     hash.to_be_bytes()
 }
 
+/// A container file's header: magic, metadata (`avro.codec`, `avro.schema`) and the sync
+/// marker.
+pub fn header(
+    schema: &Schema,
+    codec: ContainerCodec,
+    marker: &[u8; 16],
+) -> Result<Vec<u8>, AvroError> {
+    let schema_json =
+        serde_json::to_string(schema).map_err(|source| AvroError::SchemaJson { source })?;
+    let mut header = Vec::with_capacity(schema_json.len() + 64);
+    header.extend_from_slice(MAGIC);
+    write_long(&mut header, 2);
+    write_bytes(&mut header, b"avro.codec");
+    write_bytes(&mut header, codec.name().as_bytes());
+    write_bytes(&mut header, b"avro.schema");
+    write_bytes(&mut header, schema_json.as_bytes());
+    write_long(&mut header, 0);
+    header.extend_from_slice(marker);
+    Ok(header)
+}
+
 /// Writes records into an Avro container file, deterministically (see the module docs).
 ///
 /// Records are validated against the schema as they are appended; a record that does not fit
@@ -133,24 +154,30 @@ impl<'s, W: Write> ContainerWriter<'s, W> {
         schema: &'s Schema,
         codec: ContainerCodec,
         sync_seed: &[u8],
-        mut out: W,
+        out: W,
+    ) -> Result<Self, AvroError> {
+        let mut writer = Self::blocks_only(schema, codec, sync_seed, out)?;
+        let header = header(schema, codec, &writer.marker)?;
+        writer
+            .out
+            .write_all(&header)
+            .map_err(|source| AvroError::Io { source })?;
+        Ok(writer)
+    }
+
+    /// Like [`new`](Self::new) but writes no header: only the data blocks, each followed by
+    /// the sync marker. A file is [`header`] followed by the blocks of one or more such writers
+    /// with the same schema, codec and seed, in order (how a large input is encoded in
+    /// segments on several threads, then joined).
+    pub fn blocks_only(
+        schema: &'s Schema,
+        codec: ContainerCodec,
+        sync_seed: &[u8],
+        out: W,
     ) -> Result<Self, AvroError> {
         let resolved =
             ResolvedSchema::new(schema).map_err(|source| AvroError::Schema { source })?;
         let marker = sync_marker(schema, sync_seed);
-        let schema_json =
-            serde_json::to_string(schema).map_err(|source| AvroError::SchemaJson { source })?;
-        let mut header = Vec::with_capacity(schema_json.len() + 64);
-        header.extend_from_slice(MAGIC);
-        write_long(&mut header, 2);
-        write_bytes(&mut header, b"avro.codec");
-        write_bytes(&mut header, codec.name().as_bytes());
-        write_bytes(&mut header, b"avro.schema");
-        write_bytes(&mut header, schema_json.as_bytes());
-        write_long(&mut header, 0);
-        header.extend_from_slice(&marker);
-        out.write_all(&header)
-            .map_err(|source| AvroError::Io { source })?;
         Ok(Self {
             schema,
             resolved,
@@ -223,6 +250,19 @@ impl<'s, W: Write> ContainerWriter<'s, W> {
         data.clear();
         self.block = data;
         self.block_records = 0;
+        Ok(())
+    }
+
+    /// Appends one record already in Avro binary for this schema, e.g. from
+    /// [`JsonEncoder`](super::JsonEncoder). Not checked: bytes that do not match the schema
+    /// make an unreadable file.
+    pub fn append_encoded(&mut self, datum: &[u8]) -> Result<(), AvroError> {
+        self.block.extend_from_slice(datum);
+        self.block_records += 1;
+        self.records += 1;
+        if self.block.len() >= self.block_size {
+            self.flush_block()?;
+        }
         Ok(())
     }
 

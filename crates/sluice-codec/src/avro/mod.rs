@@ -22,9 +22,12 @@
 
 mod coerce;
 mod container;
+mod direct;
 mod encode;
 mod path;
 
+#[cfg(test)]
+mod direct_tests;
 #[cfg(test)]
 mod tests;
 
@@ -32,9 +35,10 @@ pub use apache_avro::Schema;
 pub use apache_avro::types::Value;
 pub use coerce::{CoerceError, CoercionPlan, coerce};
 pub use container::{
-    ContainerCodec, ContainerWriter, DEFAULT_BLOCK_SIZE, read_container, sync_marker,
+    ContainerCodec, ContainerWriter, DEFAULT_BLOCK_SIZE, header, read_container, sync_marker,
     write_container, write_container_seeded,
 };
+pub use direct::{Captured, Declined, JsonEncoder};
 
 /// Why an Avro schema, codec name or container file could not be used.
 #[derive(Debug, thiserror::Error)]
