@@ -150,6 +150,114 @@ pub fn decompress_with_limit(
     }
 }
 
+/// [`decompress_with_limit`] on up to `threads` threads: a framed input's chunks are
+/// independent (each holds its own CRC-32C), so they are indexed, then decompressed and
+/// checked in parallel into their places in the output. Raw input, one thread, or anything
+/// the fast path does not accept as a well-formed stream goes through
+/// [`decompress_with_limit`], so the output and every error are the same.
+pub fn decompress_with_limit_threads(
+    input: &[u8],
+    limits: DecompressLimits,
+    threads: usize,
+) -> Result<Vec<u8>, SnappyError> {
+    if threads > 1
+        && input.starts_with(&STREAM_IDENTIFIER)
+        && let Some(out) = framed_parallel(input, limits, threads)
+    {
+        return Ok(out);
+    }
+    decompress_with_limit(input, limits)
+}
+
+/// One data chunk of a framed stream.
+struct Chunk<'a> {
+    compressed: bool,
+    /// The masked CRC-32C of the chunk's output, as stored.
+    crc: u32,
+    body: &'a [u8],
+    out_len: usize,
+}
+
+/// `None` for anything but a complete, well-formed stream within the limit.
+fn framed_parallel(input: &[u8], limits: DecompressLimits, threads: usize) -> Option<Vec<u8>> {
+    const MAX_CHUNK_OUTPUT: usize = 65_536;
+    let mut chunks = Vec::with_capacity(input.len() / 16_384 + 1);
+    let mut total = 0usize;
+    let mut rest = input;
+    while !rest.is_empty() {
+        let head = rest.get(..4)?;
+        let len = usize::from(head[1]) | usize::from(head[2]) << 8 | usize::from(head[3]) << 16;
+        let data = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        match head[0] {
+            0xff if data == b"sNaPpY" => {}
+            kind @ (0x00 | 0x01) if len >= 4 => {
+                let body = &data[4..];
+                let compressed = kind == 0x00;
+                let out_len = if compressed {
+                    snap::raw::decompress_len(body).ok()?
+                } else {
+                    body.len()
+                };
+                if out_len > MAX_CHUNK_OUTPUT {
+                    return None;
+                }
+                total += out_len;
+                if total > limits.max_output {
+                    return None;
+                }
+                let crc = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
+                chunks.push(Chunk {
+                    compressed,
+                    crc,
+                    body,
+                    out_len,
+                });
+            }
+            0x80..=0xfe => {} // skippable and padding chunks
+            _ => return None,
+        }
+    }
+    let mut out = vec![0u8; total];
+    let mut places: Vec<(&Chunk<'_>, &mut [u8])> = Vec::with_capacity(chunks.len());
+    let mut free = out.as_mut_slice();
+    for chunk in &chunks {
+        let (place, after) = free.split_at_mut(chunk.out_len);
+        places.push((chunk, place));
+        free = after;
+    }
+    let per_thread = places.len().div_ceil(threads.max(1)).max(1);
+    let all_ok = std::thread::scope(|scope| {
+        let workers: Vec<_> = places
+            .chunks_mut(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut decoder = snap::raw::Decoder::new();
+                    part.iter_mut().all(|(chunk, place)| {
+                        let written = if chunk.compressed {
+                            decoder.decompress(chunk.body, place).ok()
+                        } else {
+                            place.copy_from_slice(chunk.body);
+                            Some(chunk.body.len())
+                        };
+                        written == Some(place.len()) && masked_crc32c(place) == chunk.crc
+                    })
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .all(|w| w.join().expect("a snappy thread panicked"))
+    });
+    all_ok.then_some(out)
+}
+
+/// The framing format's checksum: CRC-32C, rotated and offset ("masked").
+fn masked_crc32c(data: &[u8]) -> u32 {
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32;
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
 fn decompress_raw(input: &[u8], limits: DecompressLimits) -> Result<Vec<u8>, SnappyError> {
     let claimed = snap::raw::decompress_len(input).map_err(|source| SnappyError::NotSnappy {
         input_len: input.len(),
@@ -322,6 +430,57 @@ mod tests {
             b"\xff\x06\x00\x00sNaPpY\x00\x11\x00\x00\x07\xe3\xe0\xda\x18\x1c{\"a\":1}\n>\x08\x00";
         assert_eq!(detect(python), Some(SnappyFormat::Framed));
         assert_eq!(decompress(python).unwrap(), b"{\"a\":1}\n".repeat(3));
+    }
+
+    #[test]
+    fn threaded_framed_decompression_gives_the_same_output_and_errors() {
+        let text = json_lines(40_000);
+        let framed = compress_framed(&text);
+        assert!(framed.len() > 4 * 65_536, "several chunks");
+        let limits = DecompressLimits::default();
+        for threads in [1, 2, 3, 16] {
+            assert_eq!(
+                decompress_with_limit_threads(&framed, limits, threads).unwrap(),
+                text,
+                "{threads} threads"
+            );
+        }
+        // The fast path itself took it (not the fallback): same bytes from the chunk index.
+        assert_eq!(framed_parallel(&framed, limits, 2).unwrap(), text);
+        // Python's stream_compress output, raw input, and every broken input: same as the
+        // one-thread path, error for error.
+        let mut corrupt = framed.clone();
+        let last = corrupt.len() - 100;
+        corrupt[last] ^= 0x55;
+        let mut bad_crc = framed.clone();
+        bad_crc[STREAM_IDENTIFIER.len() + 4] ^= 1;
+        let cases: Vec<Vec<u8>> = vec![
+            compress_raw(&text),
+            framed[..framed.len() - 7].to_vec(),
+            corrupt,
+            bad_crc,
+            STREAM_IDENTIFIER.to_vec(),
+            [STREAM_IDENTIFIER.as_slice(), b"\x02\x01\x00\x00x"].concat(),
+        ];
+        for case in cases {
+            let one = decompress_with_limit(&case, limits).map_err(|e| e.to_string());
+            let many = decompress_with_limit_threads(&case, limits, 4).map_err(|e| e.to_string());
+            assert_eq!(one, many);
+        }
+        assert!(framed_parallel(&bad_crc_of(&framed), limits, 2).is_none());
+        let small = DecompressLimits {
+            max_output: text.len() - 1,
+        };
+        assert_eq!(
+            decompress_with_limit_threads(&framed, small, 2).map_err(|e| e.to_string()),
+            decompress_with_limit(&framed, small).map_err(|e| e.to_string())
+        );
+    }
+
+    fn bad_crc_of(framed: &[u8]) -> Vec<u8> {
+        let mut bad = framed.to_vec();
+        bad[STREAM_IDENTIFIER.len() + 4] ^= 1;
+        bad
     }
 
     #[test]
