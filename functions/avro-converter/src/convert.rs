@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::{Value, json};
-use sluice_codec::avro::{AvroError, ContainerCodec, ContainerWriter};
+use sluice_codec::avro::{self, AvroError, Captured, ContainerCodec, ContainerWriter, JsonEncoder};
 use sluice_codec::snappy::{self, DecompressLimits, SnappyError};
 use sluice_partition::{HourPartition, PartitionTime};
 
@@ -124,6 +124,12 @@ impl Conversion {
     }
 }
 
+/// NDJSON is converted in segments of about this many bytes (cut at the next line end), on
+/// up to [`Converter::with_threads`] threads. Each segment ends the Avro blocks it started, so
+/// an output file is the same bytes whatever the thread count; an input smaller than one
+/// segment gives exactly one writer's blocks (64 KiB each), as a sequential writer would.
+pub const SEGMENT_BYTES: usize = 1 << 20;
+
 /// The configured conversion, built once at cold start.
 #[derive(Debug)]
 pub struct Converter {
@@ -132,6 +138,7 @@ pub struct Converter {
     timestamp: TimestampField,
     limits: DecompressLimits,
     output_prefix: String,
+    threads: usize,
 }
 
 impl Converter {
@@ -150,6 +157,21 @@ impl Converter {
                 max_output: max_decompressed_bytes,
             },
             output_prefix: output_prefix.into(),
+            threads: 0,
+        }
+    }
+
+    /// Converts NDJSON on at most `threads` threads (`0`, the default: one per vCPU of the
+    /// function). The output does not depend on it.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 
@@ -169,29 +191,168 @@ impl Converter {
     /// Converts a snappy-compressed (raw or framed) JSON object of key `input_key`.
     pub fn convert(&self, compressed: &[u8], input_key: &str) -> Result<Conversion, ConvertError> {
         let json =
-            snappy::decompress_with_limit(compressed, self.limits).map_err(InputError::from)?;
-        self.convert_json(&json, input_key)
+            snappy::decompress_with_limit_threads(compressed, self.limits, self.thread_count())
+                .map_err(InputError::from)?;
+        let name = layout::output_name(input_key);
+        let segments = self.segments(&json, &name)?;
+        let decompressed_bytes = json.len();
+        drop(json); // before the files are joined: the text is the largest thing held
+        self.join(segments, &name, decompressed_bytes)
     }
 
     /// Converts decompressed JSON text (one object, an array of objects, or NDJSON).
     pub fn convert_json(&self, text: &[u8], input_key: &str) -> Result<Conversion, ConvertError> {
-        let mut sink = Sink {
-            converter: self,
-            name: layout::output_name(input_key),
-            writers: BTreeMap::new(),
-            rejects: Vec::new(),
-            seen: 0,
-            error: None,
-        };
+        let name = layout::output_name(input_key);
+        let segments = self.segments(text, &name)?;
+        self.join(segments, &name, text.len())
+    }
+
+    /// The text's records, encoded segment by segment.
+    fn segments(&self, text: &[u8], name: &str) -> Result<Vec<SegmentOutput>, ConvertError> {
         let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
         match text.iter().find(|b| !b.is_ascii_whitespace()) {
-            None => return Err(InputError::Empty.into()),
-            Some(b'[') => sink.array(text)?,
-            Some(_) if first_line_is_incomplete(text) => sink.stream(text)?,
-            Some(_) => sink.lines(text)?,
+            None => Err(InputError::Empty.into()),
+            Some(b'[') => {
+                let mut segment = Segment::new(self, name);
+                segment.array(text)?;
+                Ok(vec![segment.done()?])
+            }
+            Some(_) if first_line_is_incomplete(text) => {
+                let mut segment = Segment::new(self, name);
+                segment.stream(text)?;
+                Ok(vec![segment.done()?])
+            }
+            Some(_) => self.lines(text, name),
         }
-        sink.finish(text.len())
     }
+
+    /// NDJSON, segment by segment on the threads; the segments in input order.
+    fn lines(&self, text: &[u8], name: &str) -> Result<Vec<SegmentOutput>, ConvertError> {
+        let bounds = segment_bounds(text);
+        let threads = self.thread_count().clamp(1, bounds.len());
+        let run = |next: &std::sync::atomic::AtomicUsize| -> Result<Vec<(usize, SegmentOutput)>, ConvertError> {
+            let mut segment = Segment::new(self, name);
+            let mut done = Vec::new();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(start, end)) = bounds.get(k) else {
+                    return Ok(done);
+                };
+                segment.lines(&text[start..end])?;
+                done.push((k, segment.done()?));
+            }
+        };
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut outputs: Vec<(usize, SegmentOutput)> = if threads == 1 {
+            run(&next)?
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads).map(|_| scope.spawn(|| run(&next))).collect();
+                let mut all = Vec::with_capacity(bounds.len());
+                let mut first_error: Option<ConvertError> = None;
+                for worker in workers {
+                    match worker.join().expect("a conversion thread panicked") {
+                        Ok(done) => all.extend(done),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(all),
+                }
+            })?
+        };
+        outputs.sort_unstable_by_key(|(k, _)| *k);
+        Ok(outputs.into_iter().map(|(_, output)| output).collect())
+    }
+
+    /// One file per hour from the segments' blocks (header, then each segment's blocks in
+    /// input order), the rejects numbered across the whole input.
+    fn join(
+        &self,
+        segments: Vec<SegmentOutput>,
+        name: &str,
+        decompressed_bytes: usize,
+    ) -> Result<Conversion, ConvertError> {
+        let mut seen = 0usize;
+        let mut lines = 0usize;
+        let mut parsed = 0usize;
+        let mut first_not_json = None;
+        let mut rejects = Vec::new();
+        let mut hours: BTreeMap<HourPartition, (usize, Vec<u8>)> = BTreeMap::new();
+        for segment in segments {
+            parsed += segment.parsed;
+            for mut reject in segment.rejects {
+                reject.index += seen;
+                if let Some(line) = &mut reject.line {
+                    *line += lines;
+                    if let Some(err) = reject.reason.strip_prefix(NOT_JSON_MARK) {
+                        reject.reason = format!("line {line}: not valid JSON: {err}");
+                        first_not_json.get_or_insert_with(|| reject.reason.clone());
+                    }
+                }
+                rejects.push(reject);
+            }
+            for (hour, (records, blocks)) in segment.hours {
+                let (count, file) = match hours.entry(hour) {
+                    std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(entry) => {
+                        let key = layout::avro_key(&self.output_prefix, &hour, name);
+                        let marker = avro::sync_marker(&self.schema.schema, key.as_bytes());
+                        entry.insert((0, avro::header(&self.schema.schema, self.codec, &marker)?))
+                    }
+                };
+                *count += records;
+                file.extend_from_slice(&blocks);
+            }
+            seen += segment.seen;
+            lines += segment.lines;
+        }
+        if let (0, Some(reason)) = (parsed, first_not_json) {
+            return Err(InputError::NotJson { reason }.into());
+        }
+        if seen == 0 {
+            return Err(InputError::Empty.into());
+        }
+        let files = hours
+            .into_iter()
+            .map(|(hour, (records, bytes))| AvroFile {
+                key: layout::avro_key(&self.output_prefix, &hour, name),
+                hour,
+                records,
+                bytes,
+            })
+            .collect();
+        Ok(Conversion {
+            files,
+            rejects,
+            decompressed_bytes,
+        })
+    }
+}
+
+/// `(start, end)` of each segment: about [`SEGMENT_BYTES`] each, every one but the last
+/// ending just after a `\n`.
+fn segment_bounds(text: &[u8]) -> Vec<(usize, usize)> {
+    let mut bounds = Vec::with_capacity(text.len() / SEGMENT_BYTES + 1);
+    let mut start = 0;
+    while text.len() - start > SEGMENT_BYTES {
+        match text[start + SEGMENT_BYTES..]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            Some(i) => {
+                let end = start + SEGMENT_BYTES + i + 1;
+                bounds.push((start, end));
+                start = end;
+            }
+            None => break,
+        }
+    }
+    bounds.push((start, text.len()));
+    bounds
 }
 
 /// Whether the first non-blank line is the start of a JSON value that continues on later lines.
@@ -205,19 +366,72 @@ fn first_line_is_incomplete(text: &[u8]) -> bool {
     matches!(serde_json::from_slice::<Value>(line), Err(e) if e.is_eof())
 }
 
-/// Collects records into per-hour writers and rejects.
-struct Sink<'c> {
+/// A not-JSON line's reason inside a segment, until [`Converter::join`] knows its line number.
+const NOT_JSON_MARK: &str = "\u{0}not-json\u{0}";
+
+/// What one segment converted to: each hour's Avro blocks (no header) and record count, and
+/// the rejects numbered from the segment's start.
+struct SegmentOutput {
+    hours: BTreeMap<HourPartition, (usize, Vec<u8>)>,
+    rejects: Vec<RecordReject>,
+    /// Records (including rejected and not-JSON lines) and lines in the segment.
+    seen: usize,
+    lines: usize,
+    /// Lines that were JSON.
+    parsed: usize,
+}
+
+/// Converts one segment's records into per-hour writers and rejects.
+struct Segment<'c> {
     converter: &'c Converter,
-    /// [`layout::output_name`] of the input key.
-    name: String,
+    encoder: JsonEncoder<'c>,
+    datum: Vec<u8>,
     writers: BTreeMap<HourPartition, ContainerWriter<'c, Vec<u8>>>,
     rejects: Vec<RecordReject>,
     seen: usize,
+    lines: usize,
+    parsed: usize,
     /// A writer failure, kept until the parse loop can return it.
     error: Option<AvroError>,
+    /// [`layout::output_name`] of the input key: the output keys and sync markers derive from it.
+    name: String,
 }
 
-impl<'c> Sink<'c> {
+impl<'c> Segment<'c> {
+    fn new(converter: &'c Converter, name: &str) -> Self {
+        Self {
+            converter,
+            encoder: JsonEncoder::new(&converter.schema.plan, Some(&converter.timestamp.name)),
+            datum: Vec::new(),
+            writers: BTreeMap::new(),
+            rejects: Vec::new(),
+            seen: 0,
+            lines: 0,
+            parsed: 0,
+            error: None,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Takes what the segment converted, leaving it empty for the next one.
+    fn done(&mut self) -> Result<SegmentOutput, ConvertError> {
+        self.take_error()?;
+        let mut hours = BTreeMap::new();
+        for (hour, writer) in std::mem::take(&mut self.writers) {
+            let records = writer.records_written();
+            let mut blocks = writer.finish()?;
+            blocks.shrink_to_fit(); // held until the join: no spare capacity
+            hours.insert(hour, (records, blocks));
+        }
+        Ok(SegmentOutput {
+            hours,
+            rejects: std::mem::take(&mut self.rejects),
+            seen: std::mem::take(&mut self.seen),
+            lines: std::mem::take(&mut self.lines),
+            parsed: std::mem::take(&mut self.parsed),
+        })
+    }
+
     fn array(&mut self, text: &[u8]) -> Result<(), ConvertError> {
         let mut de = serde_json::Deserializer::from_slice(text);
         ArrayOfRecords { sink: self }
@@ -235,29 +449,34 @@ impl<'c> Sink<'c> {
         Ok(())
     }
 
+    /// NDJSON lines: each straight from its text to Avro when the direct path takes it,
+    /// otherwise parsed and coerced (which also gives a rejected record its reason).
     fn lines(&mut self, text: &[u8]) -> Result<(), ConvertError> {
-        let mut first_error = None;
-        let mut parsed = 0usize;
+        let mut pieces = 0usize;
         for (number, line) in text.split(|&b| b == b'\n').enumerate() {
+            pieces += 1;
             let line = line.trim_ascii();
             if line.is_empty() {
                 continue;
             }
+            if self.direct(line) {
+                self.parsed += 1;
+                self.take_error()?;
+                continue;
+            }
             match serde_json::from_slice::<Value>(line) {
                 Ok(value) => {
-                    parsed += 1;
+                    self.parsed += 1;
                     self.record(value, Some(number + 1));
                     self.take_error()?;
                 }
                 Err(err) => {
-                    let reason = format!("line {}: not valid JSON: {err}", number + 1);
-                    first_error.get_or_insert_with(|| reason.clone());
                     self.rejects.push(RecordReject {
                         index: self.seen,
                         line: Some(number + 1),
                         path: None,
                         expected: Some("a JSON object".into()),
-                        reason,
+                        reason: format!("{NOT_JSON_MARK}{err}"),
                         record: Value::String(String::from_utf8_lossy(line).into_owned())
                             .to_string(),
                     });
@@ -265,10 +484,31 @@ impl<'c> Sink<'c> {
                 }
             }
         }
-        match (parsed, first_error) {
-            (0, Some(reason)) => Err(InputError::NotJson { reason }.into()),
-            _ => Ok(()),
+        // Every segment but the last ends with `\n`: its last piece is empty, not a line.
+        self.lines += pieces.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Converts a record the direct path takes whole (valid, with a usable timestamp);
+    /// `false` leaves it to [`record`](Self::record).
+    fn direct(&mut self, line: &[u8]) -> bool {
+        self.datum.clear();
+        let hour = match self.encoder.encode(line, &mut self.datum) {
+            Ok(Captured::Number(n)) => match hour_of(&n, &self.converter.timestamp) {
+                Some(hour) => hour,
+                None => return false,
+            },
+            _ => return false,
+        };
+        self.seen += 1;
+        let datum = std::mem::take(&mut self.datum);
+        if let Some(writer) = self.writer(hour)
+            && let Err(e) = writer.append_encoded(&datum)
+        {
+            self.error.get_or_insert(e);
         }
+        self.datum = datum;
+        true
     }
 
     fn take_error(&mut self) -> Result<(), ConvertError> {
@@ -278,7 +518,30 @@ impl<'c> Sink<'c> {
         }
     }
 
-    /// Routes one record to its hour's writer, or to the rejects.
+    /// The hour's writer, started on first use (`None` after recording why it could not be).
+    fn writer(&mut self, hour: HourPartition) -> Option<&mut ContainerWriter<'c, Vec<u8>>> {
+        match self.writers.entry(hour) {
+            std::collections::btree_map::Entry::Occupied(entry) => Some(entry.into_mut()),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let key = layout::avro_key(&self.converter.output_prefix, &hour, &self.name);
+                // The output key seeds the sync marker: the same input rewrites the same bytes.
+                match ContainerWriter::blocks_only(
+                    &self.converter.schema.schema,
+                    self.converter.codec,
+                    key.as_bytes(),
+                    Vec::new(),
+                ) {
+                    Ok(writer) => Some(entry.insert(writer)),
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes one parsed record to its hour's writer, or to the rejects.
     fn record(&mut self, json: Value, line: Option<usize>) {
         let index = self.seen;
         self.seen += 1;
@@ -306,24 +569,8 @@ impl<'c> Sink<'c> {
                 return;
             }
         };
-        let writer = match self.writers.entry(hour) {
-            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                let key = layout::avro_key(&self.converter.output_prefix, &hour, &self.name);
-                // The output key seeds the sync marker: the same input rewrites the same bytes.
-                match ContainerWriter::new(
-                    &self.converter.schema.schema,
-                    self.converter.codec,
-                    key.as_bytes(),
-                    Vec::new(),
-                ) {
-                    Ok(writer) => entry.insert(writer),
-                    Err(e) => {
-                        self.error.get_or_insert(e);
-                        return;
-                    }
-                }
-            }
+        let Some(writer) = self.writer(hour) else {
+            return;
         };
         match writer.append(&avro) {
             Ok(()) => {}
@@ -336,28 +583,6 @@ impl<'c> Sink<'c> {
             }
         }
     }
-
-    fn finish(mut self, decompressed_bytes: usize) -> Result<Conversion, ConvertError> {
-        self.take_error()?;
-        if self.seen == 0 {
-            return Err(InputError::Empty.into());
-        }
-        let mut files = Vec::with_capacity(self.writers.len());
-        for (hour, writer) in self.writers {
-            let records = writer.records_written();
-            files.push(AvroFile {
-                key: layout::avro_key(&self.converter.output_prefix, &hour, &self.name),
-                hour,
-                records,
-                bytes: writer.finish()?,
-            });
-        }
-        Ok(Conversion {
-            files,
-            rejects: self.rejects,
-            decompressed_bytes,
-        })
-    }
 }
 
 fn not_json(err: serde_json::Error) -> ConvertError {
@@ -367,9 +592,9 @@ fn not_json(err: serde_json::Error) -> ConvertError {
     .into()
 }
 
-/// Streams the elements of a top-level JSON array into the sink.
+/// Streams the elements of a top-level JSON array into a segment.
 struct ArrayOfRecords<'s, 'c> {
-    sink: &'s mut Sink<'c>,
+    sink: &'s mut Segment<'c>,
 }
 
 impl<'de> DeserializeSeed<'de> for ArrayOfRecords<'_, '_> {
@@ -422,11 +647,7 @@ fn event_hour(json: &Value, field: &TimestampField) -> Result<HourPartition, Tim
         Some(value) => value,
     };
     let epoch = match value {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
-                .map(|f| f as i64)
-        }),
+        Value::Number(n) => epoch_of(n),
         _ => None,
     };
     let Some(epoch) = epoch else {
@@ -435,6 +656,23 @@ fn event_hour(json: &Value, field: &TimestampField) -> Result<HourPartition, Tim
     PartitionTime::from_epoch(epoch, field.unit)
         .map(|t| t.hour())
         .map_err(|e| problem(format!("{} ({e})", describe(value))))
+}
+
+/// A timestamp number as whole epoch units.
+fn epoch_of(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+            .map(|f| f as i64)
+    })
+}
+
+/// The UTC hour of a timestamp number, `None` where [`event_hour`] has a reason to give.
+fn hour_of(n: &serde_json::Number, field: &TimestampField) -> Option<HourPartition> {
+    let epoch = epoch_of(n)?;
+    PartitionTime::from_epoch(epoch, field.unit)
+        .ok()
+        .map(|t| t.hour())
 }
 
 fn unit_name(field: &TimestampField) -> &'static str {

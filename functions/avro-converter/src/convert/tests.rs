@@ -414,3 +414,186 @@ fn a_byte_order_mark_is_ignored() {
     text.extend_from_slice(&ndjson(&events(2, NEAR_TEN)));
     assert_eq!(converter.convert_json(&text, KEY).unwrap().converted(), 2);
 }
+
+/// Today's conversion, written out the long way: every line parsed into a `Value`, coerced,
+/// and appended to one writer per hour (with a header), in input order. The golden
+/// reference for the direct, segmented path.
+/// `(key, records, bytes)` of one output file.
+type FileBytes = (String, usize, Vec<u8>);
+
+fn reference(converter: &Converter, text: &[u8]) -> (Vec<FileBytes>, Vec<usize>) {
+    let schema = &converter.schema().schema;
+    let name = layout::output_name(KEY);
+    let mut writers = BTreeMap::new();
+    let mut rejected = Vec::new();
+    let mut index = 0;
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_slice::<Value>(line).ok();
+        let coerced = parsed
+            .as_ref()
+            .and_then(|v| converter.schema().plan.coerce(v).ok());
+        let hour = parsed
+            .as_ref()
+            .and_then(|v| event_hour(v, &converter.timestamp).ok());
+        match (coerced, hour) {
+            (Some(avro), Some(hour)) => {
+                let key = layout::avro_key("avro/", &hour, &name);
+                writers
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        ContainerWriter::new(
+                            schema,
+                            ContainerCodec::Snappy,
+                            key.as_bytes(),
+                            Vec::new(),
+                        )
+                        .unwrap()
+                    })
+                    .append(&avro)
+                    .unwrap();
+            }
+            _ => rejected.push(index),
+        }
+        index += 1;
+    }
+    let files = writers
+        .into_iter()
+        .map(|(key, w)| {
+            let n = w.records_written();
+            (key, n, w.finish().unwrap())
+        })
+        .collect();
+    (files, rejected)
+}
+
+/// Events over three hours with bad lines sprinkled in (not JSON, wrong type, no timestamp).
+fn mixed_input(n: u64) -> Vec<u8> {
+    let mut text = Vec::new();
+    for i in 0..n {
+        text.extend_from_slice(player_event(i, NEAR_TEN, 997).to_string().as_bytes());
+        text.push(b'\n');
+        match i % 2_003 {
+            5 => text.extend_from_slice(b"{\"PTS\": 17156807\n"),
+            700 => text.extend_from_slice(b"{\"PTS\": 1715680798000, \"event_id\": 3}\n"),
+            1_400 => text.extend_from_slice(b"{\"event_id\": \"no time\"}\n\n"),
+            _ => {}
+        }
+    }
+    text
+}
+
+#[test]
+fn an_input_within_one_segment_gives_todays_bytes() {
+    let converter = converter();
+    let text = mixed_input(1_500);
+    assert!(text.len() < SEGMENT_BYTES);
+    let (files, rejected) = reference(&converter, &text);
+    let conversion = converter.convert_json(&text, KEY).unwrap();
+    assert!(files.len() >= 2, "spans hours");
+    let got: Vec<_> = conversion
+        .files
+        .iter()
+        .map(|f| (f.key.clone(), f.records, f.bytes.clone()))
+        .collect();
+    assert_eq!(got, files);
+    let got_rejected: Vec<_> = conversion.rejects.iter().map(|r| r.index).collect();
+    assert_eq!(got_rejected, rejected);
+}
+
+#[test]
+fn a_large_input_is_the_same_whatever_the_thread_count_and_holds_todays_records() {
+    let text = mixed_input(9_000);
+    assert!(text.len() > 3 * SEGMENT_BYTES, "{} bytes", text.len());
+    let one = converter()
+        .with_threads(1)
+        .convert_json(&text, KEY)
+        .unwrap();
+    for threads in [2, 3, 8] {
+        let many = converter()
+            .with_threads(threads)
+            .convert_json(&text, KEY)
+            .unwrap();
+        assert_eq!(many, one, "{threads} threads");
+    }
+    // Block boundaries differ from one sequential writer's at segment ends (by design);
+    // the files, their schema and their records are today's.
+    let (files, rejected) = reference(&converter(), &text);
+    assert_eq!(one.files.len(), files.len());
+    for (file, (key, records, bytes)) in one.files.iter().zip(&files) {
+        assert_eq!((&file.key, file.records), (key, *records));
+        assert_eq!(
+            read_container(&file.bytes).unwrap(),
+            read_container(bytes).unwrap()
+        );
+        // The same header: magic, codec, schema and sync marker.
+        let converter = converter();
+        let schema = &converter.schema().schema;
+        let marker = avro::sync_marker(schema, key.as_bytes());
+        let header = avro::header(schema, ContainerCodec::Snappy, &marker).unwrap();
+        assert!(file.bytes.starts_with(&header) && bytes.starts_with(&header));
+    }
+    assert_eq!(
+        one.rejects.iter().map(|r| r.index).collect::<Vec<_>>(),
+        rejected
+    );
+}
+
+#[test]
+fn rejects_in_later_segments_name_their_line_in_the_whole_input() {
+    let text = mixed_input(9_000);
+    let conversion = converter()
+        .with_threads(2)
+        .convert_json(&text, KEY)
+        .unwrap();
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    let not_json: Vec<_> = conversion
+        .rejects
+        .iter()
+        .filter(|r| r.reason.contains("not valid JSON"))
+        .collect();
+    assert!(not_json.len() >= 4, "{}", not_json.len());
+    for reject in not_json {
+        let line = reject.line.unwrap();
+        assert_eq!(lines[line - 1], b"{\"PTS\": 17156807", "line {line}");
+        assert!(
+            reject
+                .reason
+                .starts_with(&format!("line {line}: not valid JSON: ")),
+            "{}",
+            reject.reason
+        );
+    }
+    let last = conversion.rejects.last().unwrap();
+    assert!(
+        last.index > 8_000,
+        "indices count the whole input: {}",
+        last.index
+    );
+}
+
+#[test]
+fn segments_end_at_line_ends() {
+    let text = mixed_input(9_000);
+    let bounds = segment_bounds(&text);
+    assert!(bounds.len() >= 3);
+    assert_eq!(bounds[0].0, 0);
+    assert_eq!(bounds.last().unwrap().1, text.len());
+    for pair in bounds.windows(2) {
+        assert_eq!(pair[0].1, pair[1].0);
+        assert_eq!(text[pair[0].1 - 1], b'\n');
+        assert!(pair[0].1 - pair[0].0 > SEGMENT_BYTES);
+    }
+    // One line longer than a segment is never cut.
+    let long = [vec![b'x'; SEGMENT_BYTES * 2], b"\nab\n".to_vec()].concat();
+    assert_eq!(
+        segment_bounds(&long),
+        vec![
+            (0, SEGMENT_BYTES * 2 + 1),
+            (SEGMENT_BYTES * 2 + 1, long.len())
+        ]
+    );
+}
