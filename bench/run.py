@@ -6,7 +6,8 @@ One run on one machine, one table. Steps:
 2. generates the inputs once into `$SLUICE_CACHE/bench-inputs` (100k player events, a 5 MiB
    Kinesis batch, 100 x 100 counter files);
 3. times the Rust pure paths (`sluice-bench measure`) and the Python references
-   (`bench/python/reference.py`) on the same files, plus the system `bzip2`;
+   (`bench/python/reference.py`) on the same files, plus the system `bzip2` and `lbzip2`
+   (installed with apt-get when missing and run as root);
 4. runs every release `bootstrap` against a local Runtime API stub (and an AWS endpoint stub
    serving S3 GET/PUT and Secrets Manager) to time cold start, first response and peak RSS;
 5. prints the table and rewrites the generated part of docs/PERFORMANCE.md.
@@ -151,16 +152,40 @@ def json_lines(text: str) -> dict:
     return out
 
 
-def system_bzip2(repeats: int) -> dict:
+def ensure_lbzip2() -> None:
+    """lbzip2 is the bzip2 speed baseline; install it (Debian) if it is not there."""
+    if shutil.which("lbzip2"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing lbzip2 (apt-get) for the bzip2 baseline")
+        run(["apt-get", "install", "-y", "-qq", "lbzip2"], stdout=subprocess.DEVNULL)
+        return
+    sys.exit("bench: lbzip2 is not installed (the bzip2 baseline): apt-get install lbzip2")
+
+
+def system_codec(name: str, cmd: list[str], repeats: int) -> dict:
+    """Median wall time of a system compressor on the 5 MiB Kinesis payload, to /dev/null."""
     path = INPUTS / "kinesis-lines.ndjson"
     runs = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
-        subprocess.run(["bzip2", "-9", "-c", str(path)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*cmd, str(path)], check=True, stdout=subprocess.DEVNULL)
         runs.append(time.perf_counter() - started)
     secs = statistics.median(runs[1:])
     size = path.stat().st_size
-    return {"name": "bzip2_system", "secs": secs, "bytes": size, "items": 1, "mb_per_s": size / 1e6 / secs}
+    out = subprocess.run([*cmd, str(path)], check=True, capture_output=True).stdout
+    return {"name": name, "secs": secs, "bytes": size, "items": 1, "mb_per_s": size / 1e6 / secs,
+            "compressed": len(out)}
+
+
+def system_codecs(repeats: int) -> dict:
+    ensure_lbzip2()
+    n = os.cpu_count()
+    return {
+        "bzip2_system": system_codec("bzip2_system", ["bzip2", "-9", "-c"], repeats),
+        "lbzip2_1core": system_codec("lbzip2_1core", ["lbzip2", "-9", "-n1", "-c"], repeats),
+        f"lbzip2_{n}cores": system_codec(f"lbzip2_{n}cores", ["lbzip2", "-9", f"-n{n}", "-c"], repeats),
+    }
 
 
 # ---------------------------------------------------------------- runtime API + AWS stub
@@ -452,6 +477,9 @@ def report(r: dict) -> str:
     conv_in = f"{rs['converter']['bytes']/1e6:.1f} MB JSON, {rs['converter']['items']:,} events"
     row("converter: snappy JSON → snappy Avro", conv_in, "converter", "converter_fastavro", " `fastavro`")
     row("converter: snappy JSON → snappy Avro", conv_in, "converter", "converter_avro", " `avro` (seed)")
+    if f"converter_{m['nproc']}cores" in rs:
+        row(f"converter, all {m['nproc']} cores (Python: 1)", conv_in, f"converter_{m['nproc']}cores",
+            "converter_fastavro", " `fastavro`")
     arch_in = f"{rs['archiver_1core']['bytes']/2**20:.1f} MiB Kinesis batch, {rs['archiver_1core']['items']:,} records"
     row("archiver: Kinesis event → join → bzip2 -9, 1 core", arch_in, "archiver_1core", "archiver")
     if cores in rs:
@@ -468,19 +496,42 @@ def report(r: dict) -> str:
     out.append(f"| snappy decompress (framed, 56 MB) | {s['mb_per_s']:,.0f} (`sluice_codec::snappy`) | "
                f"{c['mb_per_s']:,.0f} (`snap` FrameDecoder) | {py['snappy_decompress_cramjam']['mb_per_s']:,.0f} "
                f"(cramjam, Python) | {s['mb_per_s']/c['mb_per_s']:.2f} |")
-    b1, bc, bs = rs["bzip2_compress_sluice_1core"], rs["bzip2_compress_crate"], r["bzip2_system"]
-    out.append(f"| bzip2 -9 compress (5 MiB), 1 core | {b1['mb_per_s']:,.1f} (`sluice_codec::bzip2`) | "
-               f"{bc['mb_per_s']:,.1f} (`bzip2` crate) | {bs['mb_per_s']:,.1f} (system `bzip2`), "
-               f"{py['bzip2_compress_python_bz2']['mb_per_s']:,.1f} (Python `bz2`) | {b1['mb_per_s']/bc['mb_per_s']:.2f} |")
+    sy = r["system"]
+    b1, bc, bs = rs["bzip2_compress_sluice_1core"], rs["bzip2_compress_crate"], sy["bzip2_system"]
+    l1, ln = sy["lbzip2_1core"], sy[f"lbzip2_{m['nproc']}cores"]
+    out.append(f"| bzip2 -9 compress (5 MiB), 1 core | {b1['mb_per_s']:,.1f} (`sluice_codec::bzip2`, "
+               f"{b1['compressed']:,} B) | {bc['mb_per_s']:,.1f} (`bzip2` crate, {bc['compressed']:,} B) | "
+               f"{l1['mb_per_s']:,.1f} (`lbzip2 -9 -n1`, {l1['compressed']:,} B), "
+               f"{bs['mb_per_s']:,.1f} (system `bzip2`, {bs['compressed']:,} B), "
+               f"{py['bzip2_compress_python_bz2']['mb_per_s']:,.1f} (Python `bz2`) | "
+               f"{b1['mb_per_s']/l1['mb_per_s']:.2f} of `lbzip2 -n1` |")
     bn = rs.get(f"bzip2_compress_sluice_{m['nproc']}cores")
     if bn:
         out.append(f"| bzip2 -9 compress, all {m['nproc']} cores | {bn['mb_per_s']:,.1f} (`compress_parallel`) | "
-                   f"— | — | {bn['mb_per_s']/b1['mb_per_s']:.2f}x of 1 core |")
+                   f"— | {ln['mb_per_s']:,.1f} (`lbzip2 -9 -n{m['nproc']}`) | {bn['mb_per_s']/b1['mb_per_s']:.2f}x of 1 core |")
     conv, nodec, js = rs["converter"], rs["converter_without_decompress"], rs["json_parse_serde_value"]
-    out.append(f"| converter stages (56 MB) | whole path {conv['mb_per_s']:,.1f} | "
+    out.append(f"| converter stages (56 MB), 1 core | whole path {conv['mb_per_s']:,.1f} | "
                f"decompress alone {s['mb_per_s']:,.0f} | JSON parse to `Value` alone {js['mb_per_s']:,.1f}; "
                f"path without decompress {nodec['mb_per_s']:,.1f} | "
                f"{conv['mb_per_s']/js['mb_per_s']:.2f} of JSON-parse speed |")
+    cn = rs.get(f"converter_{m['nproc']}cores")
+    if cn:
+        out.append(f"| converter, all {m['nproc']} cores | whole path {cn['mb_per_s']:,.1f} | — | — | "
+                   f"{cn['mb_per_s']/conv['mb_per_s']:.2f}x of 1 core |")
+
+    out.append("\n**Targets** (issue: speed where it pays), from the figures above:\n")
+    checks = [("converter, 1 core / JSON parse to `Value`", conv["mb_per_s"] / js["mb_per_s"], 0.9),
+              ("bzip2 -9, 1 core / `lbzip2 -9 -n1`", b1["mb_per_s"] / l1["mb_per_s"], 1.0),
+              ("bzip2 -9 size / system `bzip2 -9` size", b1["compressed"] / bs["compressed"], None)]
+    if cn:
+        checks.append((f"converter, {m['nproc']} cores / 1 core", cn["mb_per_s"] / conv["mb_per_s"], 1.7))
+    if cores in rs:
+        checks.append((f"archiver path, {m['nproc']} cores / 1 core",
+                       rs["archiver_1core"]["secs"] / rs[cores]["secs"], 1.8))
+    for label, ratio, target in checks:
+        goal = f"≥ {target}" if target else "≤ 1.01"
+        met = ratio >= target if target else ratio <= 1.01
+        out.append(f"- {label}: **{ratio:.2f}** (target {goal}: {'met' if met else 'NOT met'})")
 
     out.append("\n### 3–5. Cold start, memory, artifact size (release `bootstrap` against a local Runtime API stub)\n")
     out.append("| function | zip | bootstrap | exec → first `/next` (median) | exec → first response (median) | event | outcome | peak RSS |")
@@ -514,7 +565,9 @@ def report(r: dict) -> str:
 def cost_rows(rs: dict, py: dict, nproc: int) -> tuple[list, list]:
     rows = []
     conv_events = rs["converter"]["items"]
-    for impl, secs, mem in [("sluice", rs["converter"]["secs"], 1024),
+    conv_cores = rs.get(f"converter_{nproc}cores", rs["converter"])
+    for impl, secs, mem in [("sluice, 1 vCPU", rs["converter"]["secs"], 1024),
+                            (f"sluice, 2 vCPU ({nproc} threads here)", conv_cores["secs"], 3538),
                             ("Python fastavro", py["converter_fastavro"]["secs"], 1024),
                             ("Python avro (seed)", py["converter_avro"]["secs"], 1024)]:
         rows.append({"path": "converter", "events": conv_events, "impl": impl, **cost(secs, mem, conv_events)})
@@ -568,7 +621,7 @@ def main() -> None:
     log("timing the Python references")
     python = json_lines(run([sys.executable, str(ROOT / "bench/python/reference.py"), str(INPUTS),
                              str(repeats)], capture_output=True, text=True).stdout)
-    bz = system_bzip2(repeats)
+    bz = system_codecs(repeats)
     log("cold starts")
     bootstraps = unzip_bootstraps()
     sizes = {fn: {"zip": (TARGET / "lambda" / fn / "bootstrap.zip").stat().st_size,
@@ -577,7 +630,7 @@ def main() -> None:
     cold = cold_starts(stub, bootstraps, cold_runs)
     large = large_inputs(stub, bootstraps)
     rows, firehose = cost_rows(rust, python, m["nproc"])
-    results = {"machine": m, "rust": rust, "python": python, "bzip2_system": bz, "cold": cold,
+    results = {"machine": m, "rust": rust, "python": python, "system": bz, "cold": cold,
                "cold_runs": cold_runs, "large": large, "sizes": sizes, "cost": rows,
                "firehose": firehose, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     results["elapsed_s"] = time.time() - started

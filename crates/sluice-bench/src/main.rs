@@ -89,6 +89,14 @@ fn emit(name: &str, secs: f64, bytes: usize, items: usize) {
     );
 }
 
+/// [`emit`] for a compressor: also the compressed size.
+fn emit_compressed(name: &str, secs: f64, bytes: usize, compressed: usize) {
+    println!(
+        "{}",
+        serde_json::json!({"name": name, "secs": secs, "bytes": bytes, "items": 1, "mb_per_s": bytes as f64 / 1e6 / secs, "compressed": compressed})
+    );
+}
+
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     let path: PathBuf = dir.join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
@@ -113,12 +121,24 @@ fn converter(dir: &Path, repeats: usize) {
         1 << 30,
         "avro/",
     );
-    let check = converter.convert(&compressed, KEY).expect("converts");
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let one = converter.with_threads(1);
+    let check = one.convert(&compressed, KEY).expect("converts");
     assert_eq!(check.converted(), RECORDS as usize);
-    let secs = time(repeats, || {
-        converter.convert(&compressed, KEY).expect("converts")
-    });
+    let secs = time(repeats, || one.convert(&compressed, KEY).expect("converts"));
     emit("converter", secs, text.len(), RECORDS as usize);
+    let many = one.with_threads(all);
+    assert_eq!(many.convert(&compressed, KEY).expect("converts"), check);
+    let secs = time(repeats, || {
+        many.convert(&compressed, KEY).expect("converts")
+    });
+    emit(
+        &format!("converter_{all}cores"),
+        secs,
+        text.len(),
+        RECORDS as usize,
+    );
+    let converter = many.with_threads(1);
 
     // Where the converter's time goes: each stage alone.
     let secs = time(repeats, || {
@@ -180,7 +200,8 @@ fn archiver(dir: &Path, repeats: usize) {
 
     // bzip2 -9 limits on the same payload.
     let secs = time(repeats, || sluice_codec::bzip2::compress(&lines, 9));
-    emit("bzip2_compress_sluice_1core", secs, lines.len(), 1);
+    let size = sluice_codec::bzip2::compress(&lines, 9).len();
+    emit_compressed("bzip2_compress_sluice_1core", secs, lines.len(), size);
     let secs = time(repeats, || {
         sluice_codec::bzip2::compress_parallel(&lines, 9, all)
     });
@@ -190,12 +211,18 @@ fn archiver(dir: &Path, repeats: usize) {
         lines.len(),
         1,
     );
-    let secs = time(repeats, || {
+    let crate_compress = || {
         let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(9));
         enc.write_all(&lines).expect("compresses");
         enc.finish().expect("compresses")
-    });
-    emit("bzip2_compress_crate", secs, lines.len(), 1);
+    };
+    let secs = time(repeats, crate_compress);
+    emit_compressed(
+        "bzip2_compress_crate",
+        secs,
+        lines.len(),
+        crate_compress().len(),
+    );
 }
 
 fn counters(dir: &Path, repeats: usize) {
