@@ -182,7 +182,8 @@ fn archiver(dir: &Path, repeats: usize) {
     let all = sluice_codec::bzip2::available_threads();
     let path = |threads: usize| {
         let event: serde_json::Value = serde_json::from_slice(&event_bytes).expect("parses");
-        let records = sluice_events::kinesis_records_from_value(&event).expect("kinesis event");
+        let records =
+            sluice_events::kinesis_records_from_value_on(&event, threads).expect("kinesis event");
         let groups = kinesis_archiver::archive::hour_groups(&records);
         groups
             .iter()
@@ -197,6 +198,35 @@ fn archiver(dir: &Path, repeats: usize) {
     emit("archiver_1core", secs, lines.len(), count);
     let secs = time(repeats, || path(all));
     emit(&format!("archiver_{all}cores"), secs, lines.len(), count);
+
+    // The path's stages before the codec (one thread each: what does not get faster with
+    // more vCPUs unless it is split too).
+    let event: serde_json::Value = serde_json::from_slice(&event_bytes).expect("parses");
+    let secs = time(repeats, || {
+        serde_json::from_slice::<serde_json::Value>(&event_bytes).expect("parses")
+    });
+    emit("archiver_stage_event_json", secs, event_bytes.len(), count);
+    let secs = time(repeats, || {
+        sluice_events::kinesis_records_from_value(&event).expect("kinesis event")
+    });
+    emit("archiver_stage_records", secs, event_bytes.len(), count);
+    let secs = time(repeats, || {
+        sluice_events::kinesis_records_from_value_on(&event, all).expect("kinesis event")
+    });
+    emit(
+        &format!("archiver_stage_records_{all}cores"),
+        secs,
+        event_bytes.len(),
+        count,
+    );
+    let records = sluice_events::kinesis_records_from_value(&event).expect("kinesis event");
+    let secs = time(repeats, || {
+        kinesis_archiver::archive::hour_groups(&records)
+            .iter()
+            .map(|g| g.payload().len())
+            .sum::<usize>()
+    });
+    emit("archiver_stage_payload", secs, lines.len(), count);
 
     // bzip2 -9 limits on the same payload.
     let secs = time(repeats, || sluice_codec::bzip2::compress(&lines, 9));

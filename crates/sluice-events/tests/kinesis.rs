@@ -4,6 +4,7 @@ use serde_json::Value;
 use sluice_events::aws_lambda_events::kinesis::KinesisEvent;
 use sluice_events::{
     EnvelopeError, compare_sequence_numbers, kinesis_records, kinesis_records_from_value,
+    kinesis_records_from_value_on,
 };
 use time::macros::datetime;
 
@@ -89,4 +90,56 @@ fn batch_sequence_numbers_increase_within_a_shard() {
         compare_sequence_numbers(&records[1].sequence_number, &records[2].sequence_number),
         std::cmp::Ordering::Less
     );
+}
+
+/// The fixture's records repeated `n` times, with distinct sequence numbers.
+fn big_event(n: usize) -> Value {
+    let fixture: Value = serde_json::from_str(KINESIS).unwrap();
+    let template = &fixture["Records"];
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut r = template[i % 3].clone();
+            let seq = format!("4965150508573942438283658743251453662706374457755{i:07}");
+            r["kinesis"]["sequenceNumber"] = seq.clone().into();
+            r["eventID"] = format!("shardId-00000000000{}:{seq}", i % 3).into();
+            r
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+#[test]
+fn records_are_the_same_on_any_number_of_threads() {
+    let event = big_event(1_001);
+    let one = kinesis_records_from_value(&event).unwrap();
+    assert_eq!(one.len(), 1_001);
+    for threads in [2, 3, 7, 2_000] {
+        assert_eq!(kinesis_records_from_value_on(&event, threads).unwrap(), one);
+    }
+}
+
+#[test]
+fn errors_are_the_same_on_any_number_of_threads() {
+    let broken: Vec<Box<dyn Fn(&mut Value)>> = vec![
+        Box::new(|e| e["Records"][700]["kinesis"]["data"] = "not base64!".into()),
+        Box::new(|e| e["Records"][900]["eventID"] = "no-shard".into()),
+        Box::new(|e| e["Records"][650]["kinesis"]["approximateArrivalTimestamp"] = "soon".into()),
+        // An arrival error early and a record that does not deserialize later: the latter wins.
+        Box::new(|e| {
+            e["Records"][10]["kinesis"]["approximateArrivalTimestamp"] = 1e300.into();
+            e["Records"][990]["kinesis"] = Value::Null;
+        }),
+        Box::new(|e| e["Records"] = "none".into()),
+        Box::new(|e| e["Records"] = Value::Null),
+    ];
+    for (i, breakage) in broken.iter().enumerate() {
+        let mut event = big_event(1_000);
+        breakage(&mut event);
+        let one = kinesis_records_from_value(&event).map_err(|e| e.to_string());
+        assert!(one.is_err() || i == 5, "case {i} is broken");
+        for threads in [2, 4] {
+            let many = kinesis_records_from_value_on(&event, threads).map_err(|e| e.to_string());
+            assert_eq!(many, one, "case {i}, {threads} threads");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use aws_lambda_events::event::streams::KinesisEventResponse;
 use serde_json::Value;
 use sluice_aws::retry::Deadline;
 use sluice_aws::s3::put_object_bytes;
-use sluice_events::kinesis_records_from_value;
+use sluice_events::kinesis_records_from_value_on;
 use sluice_lambda::FunctionError;
 use sluice_lambda::batch::StreamCheckpoint;
 use sluice_lambda::config::{ConfigError, Env};
@@ -67,7 +67,12 @@ impl Archiver {
         deadline: &Deadline,
         metrics: &mut Metrics,
     ) -> Result<KinesisEventResponse, FunctionError> {
-        let records = kinesis_records_from_value(event).map_err(|e| {
+        // Decoding the batch is the path's largest part besides bzip2: on the same vCPUs.
+        let threads = match self.config.threads {
+            0 => sluice_codec::bzip2::available_threads(),
+            n => n,
+        };
+        let records = kinesis_records_from_value_on(event, threads).map_err(|e| {
             tracing::error!(error = %e, "batch is not a readable Kinesis event");
             FunctionError::new("InvalidKinesisEvent", e.to_string())
         })?;
