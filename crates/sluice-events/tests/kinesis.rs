@@ -120,17 +120,17 @@ fn records_are_the_same_on_any_number_of_threads() {
 
 #[test]
 fn errors_are_the_same_on_any_number_of_threads() {
-    let broken: Vec<Box<dyn Fn(&mut Value)>> = vec![
-        Box::new(|e| e["Records"][700]["kinesis"]["data"] = "not base64!".into()),
-        Box::new(|e| e["Records"][900]["eventID"] = "no-shard".into()),
-        Box::new(|e| e["Records"][650]["kinesis"]["approximateArrivalTimestamp"] = "soon".into()),
+    let broken: [fn(&mut Value); 6] = [
+        |e| e["Records"][700]["kinesis"]["data"] = "not base64!".into(),
+        |e| e["Records"][900]["eventID"] = "no-shard".into(),
+        |e| e["Records"][650]["kinesis"]["approximateArrivalTimestamp"] = "soon".into(),
         // An arrival error early and a record that does not deserialize later: the latter wins.
-        Box::new(|e| {
+        |e| {
             e["Records"][10]["kinesis"]["approximateArrivalTimestamp"] = 1e300.into();
             e["Records"][990]["kinesis"] = Value::Null;
-        }),
-        Box::new(|e| e["Records"] = "none".into()),
-        Box::new(|e| e["Records"] = Value::Null),
+        },
+        |e| e["Records"] = "none".into(),
+        |e| e["Records"] = Value::Null,
     ];
     for (i, breakage) in broken.iter().enumerate() {
         let mut event = big_event(1_000);
