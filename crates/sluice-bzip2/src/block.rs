@@ -134,18 +134,16 @@ impl BlockCoder {
     }
 
     /// Move-to-front over the symbol ranks, zero runs as RUNA/RUNB digits, then EOB.
+    #[inline(never)]
     fn mtf(&mut self, bwt: &[u8], unseq_to_seq: &[u8; 256], eob: u16, freq: &mut [u32; MAX_ALPHA]) {
         let mtfv = &mut self.mtfv;
         mtfv.clear();
         mtfv.reserve(bwt.len() + 1);
-        let mut yy = [0u8; 256];
-        for (i, y) in yy.iter_mut().enumerate() {
-            *y = i as u8;
-        }
+        let mut list = MtfList::new();
         let mut z_pend = 0u32;
         for &b in bwt {
             let ll = unseq_to_seq[usize::from(b)];
-            if yy[0] == ll {
+            if list.front() == ll {
                 z_pend += 1;
                 continue;
             }
@@ -153,10 +151,7 @@ impl BlockCoder {
                 push_run(mtfv, freq, z_pend);
                 z_pend = 0;
             }
-            let pos = position(&yy, ll);
-            yy.copy_within(0..pos, 1);
-            yy[0] = ll;
-            let sym = pos as u16 + 1;
+            let sym = list.move_to_front(ll) as u16 + 1;
             mtfv.push(sym);
             freq[usize::from(sym)] += 1;
         }
@@ -169,6 +164,7 @@ impl BlockCoder {
 
     /// libbz2's refinement: assign each 50-symbol group to its cheapest table, rebuild the
     /// tables from what they were assigned, [`ITERATIONS`] times.
+    #[inline(never)]
     fn refine(&mut self, len: &mut [[u8; MAX_ALPHA]; MAX_GROUPS], n_groups: usize, alpha: usize) {
         let n_sel = self.mtfv.len().div_ceil(GROUP_SIZE);
         self.selectors.clear();
@@ -213,11 +209,57 @@ impl BlockCoder {
     }
 }
 
-#[inline]
-fn position(yy: &[u8; 256], ll: u8) -> usize {
-    yy.iter()
-        .position(|&y| y == ll)
-        .expect("every rank is in the MTF list")
+/// The move-to-front list of 256 ranks, eight to a word (position `p` is byte `p % 8`, least
+/// significant first, of word `p / 8`): finding a rank and shifting the ranks before it
+/// both go a word at a time.
+struct MtfList {
+    words: [u64; 32],
+}
+
+const LOW_BYTES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+impl MtfList {
+    fn new() -> Self {
+        let mut words = [0u64; 32];
+        for (w, word) in words.iter_mut().enumerate() {
+            let base = (w * 8) as u64;
+            for b in 0..8 {
+                *word |= ((base + b) & 0xff) << (8 * b);
+            }
+        }
+        MtfList { words }
+    }
+
+    #[inline(always)]
+    fn front(&self) -> u8 {
+        self.words[0] as u8
+    }
+
+    /// Moves `rank` (which is in the list and not in front) to the front; returns its old
+    /// position.
+    #[inline(always)]
+    fn move_to_front(&mut self, rank: u8) -> usize {
+        let pattern = u64::from(rank) * LOW_BYTES;
+        let mut carry = u64::from(rank);
+        for (w, word) in self.words.iter_mut().enumerate() {
+            let x = *word ^ pattern;
+            // The lowest flagged byte is the first zero byte of `x` (higher flags may be
+            // false positives from borrows, never lower ones).
+            let found = x.wrapping_sub(LOW_BYTES) & !x & HIGH_BITS;
+            let shifted = (*word << 8) | carry;
+            if found != 0 {
+                let b = found.trailing_zeros() / 8;
+                // Bytes 0..=b take the shifted values, the rest stay.
+                let keep = if b == 7 { 0 } else { !0u64 << (8 * (b + 1)) };
+                *word = (shifted & !keep) | (*word & keep);
+                return w * 8 + b as usize;
+            }
+            carry = *word >> 56;
+            *word = shifted;
+        }
+        unreachable!("every rank is in the move-to-front list")
+    }
 }
 
 /// A run of `z` zeros (z ≥ 1) as bijective base-2 digits, least significant first:
@@ -299,5 +341,26 @@ mod tests {
         // a a b b b a -> run(2) [a], b: pos 1 -> sym 2, run(2), a: pos 1 -> 2, EOB
         coder.mtf(b"aabbba", &map, 3, &mut freq);
         assert_eq!(coder.mtfv, [RUNB, 2, RUNB, 2, 3]);
+    }
+
+    #[test]
+    fn word_wise_list_matches_a_plain_list() {
+        let mut list = MtfList::new();
+        let mut plain: Vec<u8> = (0..=255).collect();
+        let mut x = 12345u32;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let r = (x >> 16) as u8 & if x & 1 == 0 { 0xff } else { 0x0f };
+            let pos = plain.iter().position(|&y| y == r).unwrap();
+            if pos == 0 {
+                assert_eq!(list.front(), r);
+                continue;
+            }
+            assert_eq!(list.move_to_front(r), pos);
+            plain.remove(pos);
+            plain.insert(0, r);
+        }
+        let bytes: Vec<u8> = list.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(bytes, plain);
     }
 }

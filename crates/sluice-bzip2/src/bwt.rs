@@ -38,6 +38,7 @@ impl Bwt {
 
     /// Writes the transform of `block`'s rotations into `out` (same length) and returns the
     /// origin pointer: the rank among the sorted rotations of the rotation starting at 0.
+    #[inline(never)]
     pub(crate) fn transform(&mut self, block: &[u8], out: &mut Vec<u8>) -> u32 {
         let n = block.len();
         out.clear();
@@ -92,10 +93,23 @@ impl Bwt {
 
 /// Start of the lexicographically least rotation of `s` (the smallest such start when the
 /// string is periodic). Linear time: two candidate starts `i`, `j` compared over `k` bytes;
-/// a mismatch rules out every start in the losing candidate's compared stretch.
+/// a mismatch rules out every start in the losing candidate's compared stretch. Only starts
+/// holding the least byte can win, so the candidates skip to those; common stretches are
+/// compared eight bytes at a time (text blocks repeat long substrings).
+#[inline(never)]
 pub(crate) fn least_rotation(s: &[u8]) -> usize {
     let n = s.len();
-    let (mut i, mut j, mut k) = (0usize, 1usize, 0usize);
+    let Some(&least) = s.iter().min() else {
+        return 0;
+    };
+    let next = |from: usize| {
+        s.get(from..)
+            .and_then(|rest| rest.iter().position(|&c| c == least))
+            .map_or(n, |p| from + p)
+    };
+    let mut i = next(0);
+    let mut j = next(i + 1);
+    let mut k = 0usize;
     while i < n && j < n && k < n {
         let mut a = i + k;
         if a >= n {
@@ -105,22 +119,72 @@ pub(crate) fn least_rotation(s: &[u8]) -> usize {
         if b >= n {
             b -= n;
         }
-        let (ca, cb) = (s[a], s[b]);
+        let (mut ca, mut cb) = (s[a], s[b]);
         if ca == cb {
-            k += 1;
-            continue;
+            k += common_cyclic(s, a, b, n - k);
+            if k >= n {
+                break;
+            }
+            a = (i + k) % n;
+            b = (j + k) % n;
+            (ca, cb) = (s[a], s[b]);
         }
         if ca > cb {
-            i += k + 1;
+            i = next(i + k + 1);
         } else {
-            j += k + 1;
+            j = next(j + k + 1);
         }
         if i == j {
-            j += 1;
+            j = next(j + 1);
         }
         k = 0;
     }
     i.min(j)
+}
+
+/// Length (at most `max`) of the common prefix of `s`'s rotations starting at `a` and `b`.
+fn common_cyclic(s: &[u8], mut a: usize, mut b: usize, max: usize) -> usize {
+    let n = s.len();
+    let mut done = 0;
+    while done < max {
+        let len = (n - a).min(n - b).min(max - done);
+        let m = common_prefix(&s[a..a + len], &s[b..b + len]);
+        done += m;
+        if m < len {
+            break;
+        }
+        a += len;
+        if a == n {
+            a = 0;
+        }
+        b += len;
+        if b == n {
+            b = 0;
+        }
+    }
+    done
+}
+
+/// Length of the common prefix of two equally long slices.
+fn common_prefix(x: &[u8], y: &[u8]) -> usize {
+    let mut done = 0;
+    let mut xs = x.chunks_exact(8);
+    let mut ys = y.chunks_exact(8);
+    for (cx, cy) in (&mut xs).zip(&mut ys) {
+        let wx = u64::from_le_bytes(cx.try_into().expect("8 bytes"));
+        let wy = u64::from_le_bytes(cy.try_into().expect("8 bytes"));
+        let diff = wx ^ wy;
+        if diff != 0 {
+            return done + (diff.trailing_zeros() / 8) as usize;
+        }
+        done += 8;
+    }
+    done + xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder())
+        .take_while(|(p, q)| p == q)
+        .count()
 }
 
 /// Length of the Lyndon word `v` with `w = v^k`, for `w` a least rotation (a necklace; every
@@ -200,6 +264,13 @@ mod tests {
         }
     }
 
+    /// The least rotation by comparing every rotation in full.
+    fn naive_least_rotation(s: &[u8]) -> usize {
+        let n = s.len();
+        let rot = |i: usize| s[i..].iter().chain(&s[..i]).copied().collect::<Vec<u8>>();
+        (0..n).min_by_key(|&i| (rot(i), i)).unwrap()
+    }
+
     #[test]
     fn least_rotation_and_root() {
         assert_eq!(least_rotation(b"banana"), 5);
@@ -230,6 +301,17 @@ mod tests {
             let s = shift % block.len();
             block.rotate_left(s);
             check(&block);
+        }
+
+        #[test]
+        fn least_rotation_matches_naive(
+            unit in proptest::collection::vec(0u8..3, 1..40),
+            reps in 1usize..4,
+            tail in proptest::collection::vec(0u8..3, 0..20),
+        ) {
+            let mut s: Vec<u8> = unit.iter().copied().cycle().take(unit.len() * reps).collect();
+            s.extend(tail);
+            prop_assert_eq!(least_rotation(&s), naive_least_rotation(&s));
         }
 
         #[test]

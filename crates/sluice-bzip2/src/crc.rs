@@ -38,6 +38,7 @@ const fn make_tables() -> [[u32; 256]; 8] {
 }
 
 /// The bzip2 CRC of `data` (initial register 0xFFFFFFFF, result complemented).
+#[inline(never)]
 pub(crate) fn crc32(data: &[u8]) -> u32 {
     !update(0xFFFF_FFFF, data)
 }

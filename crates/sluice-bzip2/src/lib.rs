@@ -79,6 +79,7 @@ pub fn compress_into(input: &[u8], level: u32, out: &mut Vec<u8>) {
 /// are copied, runs of 4 to 255 become 4 bytes and the count of the rest. As in libbz2, a
 /// run is only started while the block is below `max_block`, and is never split across
 /// blocks (a run adds at most 5 bytes).
+#[inline(never)]
 fn rle1_fill(input: &[u8], start: usize, max_block: usize, block: &mut Vec<u8>) -> usize {
     block.clear();
     let n = input.len();
