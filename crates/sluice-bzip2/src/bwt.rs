@@ -91,21 +91,61 @@ impl Bwt {
     }
 }
 
-/// Start of the lexicographically least rotation of `s` (the smallest such start when the
-/// string is periodic). Linear time: two candidate starts `i`, `j` compared over `k` bytes;
-/// a mismatch rules out every start in the losing candidate's compared stretch. Only starts
-/// holding the least byte can win, so the candidates skip to those; common stretches are
-/// compared eight bytes at a time (text blocks repeat long substrings).
+/// Start of the lexicographically least rotation of `s` (one of the starts when the string
+/// is periodic). Linear time: two candidate starts `i`, `j` compared over `k` bytes; a
+/// mismatch rules out every start in the losing candidate's compared stretch. Only starts
+/// of a longest (cyclic) run of the least byte can win, so the candidates skip to those;
+/// common stretches are compared eight bytes at a time (text blocks repeat long substrings).
 #[inline(never)]
 pub(crate) fn least_rotation(s: &[u8]) -> usize {
     let n = s.len();
     let Some(&least) = s.iter().min() else {
         return 0;
     };
-    let next = |from: usize| {
-        s.get(from..)
-            .and_then(|rest| rest.iter().position(|&c| c == least))
-            .map_or(n, |p| from + p)
+    let Some(other) = s.iter().position(|&c| c != least) else {
+        return 0;
+    };
+    // Cyclic run of `least` bytes starting at `p`, counted up to `cap`.
+    let run_at = |p: usize, cap: usize| {
+        let mut len = 0;
+        let mut q = p;
+        while len < cap && s[q] == least {
+            len += 1;
+            q += 1;
+            if q == n {
+                q = 0;
+            }
+        }
+        len
+    };
+    // The longest run: scan the runs once, starting after a byte that is not `least`.
+    let mut longest = 0;
+    let mut p = other;
+    for _ in 0..n {
+        p += 1;
+        if p == n {
+            p = 0;
+        }
+        let before = if p == 0 { n - 1 } else { p - 1 };
+        if s[p] == least && s[before] != least {
+            longest = longest.max(run_at(p, n));
+        }
+    }
+    // The first start at or after `from` of a run of `longest` least bytes, or `n`.
+    let next = |mut from: usize| {
+        while from < n {
+            let Some(off) = s[from..].iter().position(|&c| c == least) else {
+                return n;
+            };
+            let p = from + off;
+            let before = if p == 0 { n - 1 } else { p - 1 };
+            let run = run_at(p, longest);
+            if s[before] != least && run == longest {
+                return p;
+            }
+            from = p + run.max(1);
+        }
+        n
     };
     let mut i = next(0);
     let mut j = next(i + 1);
@@ -276,6 +316,9 @@ mod tests {
         assert_eq!(least_rotation(b"banana"), 5);
         assert_eq!(least_rotation(b"abab"), 0);
         assert_eq!(least_rotation(b"baba"), 1);
+        assert_eq!(least_rotation(b"abababa"), 6);
+        assert_eq!(least_rotation(b"aababaaab"), 5);
+        assert_eq!(least_rotation(b"abaaababa"), 2);
         assert_eq!(least_rotation(b"aaaa"), 0);
         assert_eq!(lyndon_root_len(b"abab"), 2);
         assert_eq!(lyndon_root_len(b"aaaa"), 1);
@@ -311,7 +354,8 @@ mod tests {
         ) {
             let mut s: Vec<u8> = unit.iter().copied().cycle().take(unit.len() * reps).collect();
             s.extend(tail);
-            prop_assert_eq!(least_rotation(&s), naive_least_rotation(&s));
+            let rot = |i: usize| s[i..].iter().chain(&s[..i]).copied().collect::<Vec<u8>>();
+            prop_assert_eq!(rot(least_rotation(&s)), rot(naive_least_rotation(&s)));
         }
 
         #[test]
