@@ -42,5 +42,9 @@ fuzz_target!(|data: &[u8]| {
     bzip2::read::BzDecoder::new(&compressed[..])
         .read_to_end(&mut back)
         .expect("the bzip2 crate decodes the stream");
-    assert!(back == *input, "round trip differs ({} bytes in)", input.len());
+    assert!(
+        back == *input,
+        "round trip differs ({} bytes in)",
+        input.len()
+    );
 });
