@@ -231,6 +231,22 @@ def ingest_seeds():
     return seeds
 
 
+# --- bzip2_encode ------------------------------------------------------------------------
+# First byte: level 1 + b % 9; top bit: repeat the rest to 99-230 kB at level 1 or 2
+# (bit 6: xor each copy with its index).
+
+
+def bzip2_seeds():
+    line = compact({"player_id": 7, "event": "score", "points": 120, "ts": 1700000000000})
+    return {
+        "level9-json-lines": b"\x08" + (line + b"\n") * 3,
+        "level1-runs": b"\x00" + b"a" * 3 + b"b" * 4 + b"c" * 5 + b"d" * 300 + b"e",
+        "repeat-one-byte": b"\x80" + b"z",
+        "repeat-pattern-xored": b"\xc1" + b"abcab",
+        "repeat-json-line": b"\x81" + line + b"\n",
+    }
+
+
 def main():
     targets = {
         "snappy": snappy_seeds(),
@@ -239,6 +255,7 @@ def main():
         "counter_file": counter_seeds(),
         "avro_coerce": avro_seeds(),
         "ingest_body": ingest_seeds(),
+        "bzip2_encode": bzip2_seeds(),
     }
     for target, seeds in targets.items():
         directory = CORPUS / target

@@ -1,19 +1,26 @@
 //! bzip2, including multi-stream files and parallel compression.
 //!
-//! bzip2 is slow to compress (a few MB/s per core), so [`compress_parallel`] splits the input
+//! [`compress`] uses the `sluice-bzip2` encoder: standard bzip2 streams with libbz2's block
+//! boundaries and Huffman procedure (so far byte-identical to the `bzip2` CLI's output at the
+//! same level), but the block sort is a linear-time suffix array instead of libbz2's
+//! comparison sort. On one core it compresses the archiver's 5 MiB of JSON lines in about
+//! 0.2 s, against 0.35 s for `lbzip2 -9 -n1` and 0.7–0.8 s for libbz2 (which this module used
+//! before), and repetitive input has no slow cases. Decompression stays on the `bzip2` crate
+//! (the pure-Rust `libbz2-rs-sys` backend), an implementation independent of the encoder.
+//!
+//! bzip2 is still slow to compress next to snappy, so [`compress_parallel`] splits the input
 //! into chunks and compresses each as an independent bzip2 stream on its own thread, then
 //! concatenates the streams in order. Concatenated streams are a valid bzip2 file: `bzip2 -d`,
 //! Python's `bz2` and [`decompress`] all read every stream (this is what `pbzip2` writes).
 //! Readers that stop after the first stream (e.g. a plain `bzip2::read::BzDecoder`) would
 //! see only the first chunk, which is why [`decompress`] uses `MultiBzDecoder`.
 //!
-//! Uses the pure-Rust `libbz2-rs-sys` backend (the `bzip2` crate default), so no C library is
-//! linked.
+//! The encoder's suffix arrays come from libsais (C, compiled from source by its crate with
+//! the `cc` toolchain, like aws-lc; no OpenMP); the rest is Rust.
 
 use std::io::Read;
 
-use ::bzip2::Compression;
-use ::bzip2::read::{BzEncoder, MultiBzDecoder};
+use ::bzip2::read::MultiBzDecoder;
 
 /// Default for [`decompress_with_limit`]'s `max_output`: 1 GiB.
 pub const DEFAULT_MAX_OUTPUT: usize = 1 << 30;
@@ -49,11 +56,7 @@ pub enum Bzip2Error {
 /// `level` is the block size in units of 100 kB, 1 (fastest, least memory) to 9 (best, the
 /// `bzip2` CLI default); values outside 1..=9 are clamped.
 pub fn compress(input: &[u8], level: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() / 4 + 64);
-    BzEncoder::new(input, Compression::new(level.clamp(1, 9)))
-        .read_to_end(&mut out)
-        .expect("compressing from memory into a Vec cannot fail");
-    out
+    sluice_bzip2::compress(input, level)
 }
 
 /// Number of threads [`compress_parallel`] should use by default: the available parallelism
