@@ -121,7 +121,7 @@ fn converter(dir: &Path, repeats: usize) {
         1 << 30,
         "avro/",
     );
-    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all = sluice_codec::available_threads();
     let one = converter.with_threads(1);
     let check = one.convert(&compressed, KEY).expect("converts");
     assert_eq!(check.converted(), RECORDS as usize);

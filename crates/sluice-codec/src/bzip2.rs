@@ -59,11 +59,8 @@ pub fn compress(input: &[u8], level: u32) -> Vec<u8> {
     sluice_bzip2::compress(input, level)
 }
 
-/// Number of threads [`compress_parallel`] should use by default: the available parallelism
-/// of this process (the vCPUs of the Lambda), at least 1.
-pub fn available_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+/// Number of threads [`compress_parallel`] uses by default (`threads` = 0).
+pub use crate::available_threads;
 
 /// How [`compress_parallel`] cuts `input_len` bytes for `threads` threads at `level`:
 /// the chunk length (the last chunk may be shorter), `input_len / threads` rounded up to a
@@ -80,11 +77,7 @@ pub fn parallel_chunk_len(input_len: usize, level: u32, threads: usize) -> usize
 /// bzip2 file; with one thread or an input of at most one chunk it is a single stream,
 /// byte-identical to [`compress`].
 pub fn compress_parallel(input: &[u8], level: u32, threads: usize) -> Vec<u8> {
-    let threads = if threads == 0 {
-        available_threads()
-    } else {
-        threads
-    };
+    let threads = crate::threads(threads);
     let chunk_len = parallel_chunk_len(input.len(), level, threads);
     if threads == 1 || input.len() <= chunk_len {
         return compress(input, level);

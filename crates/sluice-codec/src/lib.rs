@@ -22,3 +22,16 @@ pub mod bzip2;
 pub mod snappy;
 
 pub use snappy::{DecompressLimits, SnappyError, SnappyFormat};
+
+/// The available parallelism of this process (the vCPUs of the Lambda), at least 1.
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A configured thread count: `0` means [`available_threads`], anything else itself.
+pub fn threads(requested: usize) -> usize {
+    match requested {
+        0 => available_threads(),
+        n => n,
+    }
+}

@@ -169,10 +169,7 @@ impl Converter {
     }
 
     fn thread_count(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
+        sluice_codec::threads(self.threads)
     }
 
     pub fn schema(&self) -> &RecordSchema {
@@ -248,21 +245,14 @@ impl Converter {
         } else {
             std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..threads).map(|_| scope.spawn(|| run(&next))).collect();
-                let mut all = Vec::with_capacity(bounds.len());
-                let mut first_error: Option<ConvertError> = None;
-                for worker in workers {
-                    match worker.join().expect("a conversion thread panicked") {
-                        Ok(done) => all.extend(done),
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-                match first_error {
-                    Some(e) => Err(e),
-                    None => Ok(all),
-                }
+                workers
+                    .into_iter()
+                    .map(|worker| worker.join().expect("a conversion thread panicked"))
+                    .collect::<Result<Vec<_>, _>>()
             })?
+            .into_iter()
+            .flatten()
+            .collect()
         };
         outputs.sort_unstable_by_key(|(k, _)| *k);
         Ok(outputs.into_iter().map(|(_, output)| output).collect())
@@ -284,12 +274,13 @@ impl Converter {
         let mut hours: BTreeMap<HourPartition, (usize, Vec<u8>)> = BTreeMap::new();
         for segment in segments {
             parsed += segment.parsed;
-            for mut reject in segment.rejects {
+            let mut not_json = segment.not_json.iter().peekable();
+            for (i, mut reject) in segment.rejects.into_iter().enumerate() {
                 reject.index += seen;
                 if let Some(line) = &mut reject.line {
                     *line += lines;
-                    if let Some(err) = reject.reason.strip_prefix(NOT_JSON_MARK) {
-                        reject.reason = format!("line {line}: not valid JSON: {err}");
+                    if not_json.next_if_eq(&&i).is_some() {
+                        reject.reason = format!("line {line}: not valid JSON: {}", reject.reason);
                         first_not_json.get_or_insert_with(|| reject.reason.clone());
                     }
                 }
@@ -366,14 +357,14 @@ fn first_line_is_incomplete(text: &[u8]) -> bool {
     matches!(serde_json::from_slice::<Value>(line), Err(e) if e.is_eof())
 }
 
-/// A not-JSON line's reason inside a segment, until [`Converter::join`] knows its line number.
-const NOT_JSON_MARK: &str = "\u{0}not-json\u{0}";
-
 /// What one segment converted to: each hour's Avro blocks (no header) and record count, and
 /// the rejects numbered from the segment's start.
 struct SegmentOutput {
     hours: BTreeMap<HourPartition, (usize, Vec<u8>)>,
     rejects: Vec<RecordReject>,
+    /// Which of `rejects` are lines that are not JSON, in order: their reason is the parser's
+    /// message alone until [`Converter::join`] knows the line's number in the whole input.
+    not_json: Vec<usize>,
     /// Records (including rejected and not-JSON lines) and lines in the segment.
     seen: usize,
     lines: usize,
@@ -388,6 +379,7 @@ struct Segment<'c> {
     datum: Vec<u8>,
     writers: BTreeMap<HourPartition, ContainerWriter<'c, Vec<u8>>>,
     rejects: Vec<RecordReject>,
+    not_json: Vec<usize>,
     seen: usize,
     lines: usize,
     parsed: usize,
@@ -405,6 +397,7 @@ impl<'c> Segment<'c> {
             datum: Vec::new(),
             writers: BTreeMap::new(),
             rejects: Vec::new(),
+            not_json: Vec::new(),
             seen: 0,
             lines: 0,
             parsed: 0,
@@ -426,6 +419,7 @@ impl<'c> Segment<'c> {
         Ok(SegmentOutput {
             hours,
             rejects: std::mem::take(&mut self.rejects),
+            not_json: std::mem::take(&mut self.not_json),
             seen: std::mem::take(&mut self.seen),
             lines: std::mem::take(&mut self.lines),
             parsed: std::mem::take(&mut self.parsed),
@@ -471,12 +465,13 @@ impl<'c> Segment<'c> {
                     self.take_error()?;
                 }
                 Err(err) => {
+                    self.not_json.push(self.rejects.len());
                     self.rejects.push(RecordReject {
                         index: self.seen,
                         line: Some(number + 1),
                         path: None,
                         expected: Some("a JSON object".into()),
-                        reason: format!("{NOT_JSON_MARK}{err}"),
+                        reason: err.to_string(),
                         record: Value::String(String::from_utf8_lossy(line).into_owned())
                             .to_string(),
                     });

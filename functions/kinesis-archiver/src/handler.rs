@@ -68,10 +68,7 @@ impl Archiver {
         metrics: &mut Metrics,
     ) -> Result<KinesisEventResponse, FunctionError> {
         // Decoding the batch is the path's largest part besides bzip2: on the same vCPUs.
-        let threads = match self.config.threads {
-            0 => sluice_codec::bzip2::available_threads(),
-            n => n,
-        };
+        let threads = sluice_codec::threads(self.config.threads);
         let records = kinesis_records_from_value_on(event, threads).map_err(|e| {
             tracing::error!(error = %e, "batch is not a readable Kinesis event");
             FunctionError::new("InvalidKinesisEvent", e.to_string())

@@ -312,7 +312,7 @@ impl CoercionPlan {
         let mut first_error = None;
         let mut candidates = 0;
         for (i, branch) in branches.iter().enumerate() {
-            if !kind_fits(branch, json) {
+            if !kind_fits(branch, JsonKind::of(json)) {
                 continue;
             }
             match self.coerce_node(json, branch, path) {
@@ -388,19 +388,16 @@ impl CoercionPlan {
     }
 
     fn latin1(&self, s: &str, node: &Node, path: &Path<'_>) -> Result<Vec<u8>, CoerceError> {
-        s.chars()
-            .map(|c| u8::try_from(u32::from(c)))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| {
-                CoerceError::new(
-                    path,
-                    self.describe(node),
-                    format!(
-                        "{} (bytes are written as ISO-8859-1 code points \\u0000-\\u00ff)",
-                        describe_json(&Json::String(s.to_owned()))
-                    ),
-                )
-            })
+        latin1_bytes(s).ok_or_else(|| {
+            CoerceError::new(
+                path,
+                self.describe(node),
+                format!(
+                    "{} (bytes are written as ISO-8859-1 code points \\u0000-\\u00ff)",
+                    describe_json(&Json::String(s.to_owned()))
+                ),
+            )
+        })
     }
 
     fn describe(&self, node: &Node) -> String {
@@ -452,31 +449,80 @@ impl CoercionPlan {
     }
 }
 
+/// A JSON string as the bytes of Avro's JSON encoding of `bytes`/`fixed`: each code point
+/// one byte (ISO-8859-1); `None` if one is above `\u00ff`.
+pub(super) fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
+    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+}
+
+/// The Avro primitive a node writes a JSON number as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Numeric {
+    /// `int` and the logical types on it (`date`, `time-millis`).
+    Int,
+    /// `long` and the logical types on it (`time-micros`, the timestamps).
+    Long,
+    Float,
+    Double,
+}
+
+impl Node {
+    /// How this node takes a JSON number; `None` if it takes none.
+    pub(super) fn numeric(&self) -> Option<Numeric> {
+        match self {
+            Node::Int | Node::Date | Node::TimeMillis => Some(Numeric::Int),
+            Node::Long
+            | Node::TimeMicros
+            | Node::TimestampMillis
+            | Node::TimestampMicros
+            | Node::TimestampNanos
+            | Node::LocalTimestampMillis
+            | Node::LocalTimestampMicros
+            | Node::LocalTimestampNanos => Some(Numeric::Long),
+            Node::Float => Some(Numeric::Float),
+            Node::Double => Some(Numeric::Double),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of a JSON value, as far as choosing a union branch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum JsonKind {
+    Null,
+    Boolean,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonKind {
+    fn of(json: &Json) -> Self {
+        match json {
+            Json::Null => JsonKind::Null,
+            Json::Bool(_) => JsonKind::Boolean,
+            Json::Number(_) => JsonKind::Number,
+            Json::String(_) => JsonKind::String,
+            Json::Array(_) => JsonKind::Array,
+            Json::Object(_) => JsonKind::Object,
+        }
+    }
+}
+
 /// Whether a branch could possibly accept a JSON value of this kind (cheap pre-check before
 /// trying a union branch).
-pub(super) fn kind_fits(node: &Node, json: &Json) -> bool {
+pub(super) fn kind_fits(node: &Node, kind: JsonKind) -> bool {
     match node {
-        Node::Null => json.is_null(),
-        Node::Boolean => json.is_boolean(),
-        Node::Int
-        | Node::Long
-        | Node::Float
-        | Node::Double
-        | Node::Date
-        | Node::TimeMillis
-        | Node::TimeMicros
-        | Node::TimestampMillis
-        | Node::TimestampMicros
-        | Node::TimestampNanos
-        | Node::LocalTimestampMillis
-        | Node::LocalTimestampMicros
-        | Node::LocalTimestampNanos => json.is_number(),
+        Node::Null => kind == JsonKind::Null,
+        Node::Boolean => kind == JsonKind::Boolean,
         Node::String | Node::Bytes | Node::Fixed { .. } | Node::Enum(_) | Node::Uuid => {
-            json.is_string()
+            kind == JsonKind::String
         }
-        Node::Array(_) => json.is_array(),
-        Node::Map(_) | Node::Record(_) => json.is_object(),
+        Node::Array(_) => kind == JsonKind::Array,
+        Node::Map(_) | Node::Record(_) => kind == JsonKind::Object,
         Node::Union(_) | Node::Unsupported(_) | Node::Unresolved(_) => true,
+        numeric => numeric.numeric().is_some() && kind == JsonKind::Number,
     }
 }
 

@@ -14,7 +14,7 @@
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::Value;
-use super::coerce::{CoercionPlan, Node, RecordNode};
+use super::coerce::{CoercionPlan, JsonKind, Node, Numeric, RecordNode, kind_fits, latin1_bytes};
 use super::encode::{write_bytes, write_long};
 
 /// [`JsonEncoder::encode`] could not decide this record on its own: coerce the parsed value.
@@ -70,11 +70,6 @@ impl<'p> JsonEncoder<'p> {
                 entries: Vec::new(),
             },
         }
-    }
-
-    /// The captured field's name.
-    pub fn capture(&self) -> Option<&str> {
-        self.ctx.capture.as_deref()
     }
 
     /// Appends the Avro encoding of the JSON value in `text` (whitespace around it allowed)
@@ -173,33 +168,14 @@ impl Scalar<'_> {
     fn is_number(&self) -> bool {
         matches!(self, Scalar::I64(_) | Scalar::U64(_) | Scalar::F64(_))
     }
-}
 
-/// Whether `node` could take a scalar of this kind (the plan's `kind_fits`).
-fn scalar_fits(node: &Node, scalar: &Scalar<'_>) -> bool {
-    match scalar {
-        Scalar::Null => matches!(node, Node::Null),
-        Scalar::Bool(_) => matches!(node, Node::Boolean),
-        Scalar::Str(_) => matches!(
-            node,
-            Node::String | Node::Bytes | Node::Fixed { .. } | Node::Enum(_) | Node::Uuid
-        ),
-        _ => matches!(
-            node,
-            Node::Int
-                | Node::Long
-                | Node::Float
-                | Node::Double
-                | Node::Date
-                | Node::TimeMillis
-                | Node::TimeMicros
-                | Node::TimestampMillis
-                | Node::TimestampMicros
-                | Node::TimestampNanos
-                | Node::LocalTimestampMillis
-                | Node::LocalTimestampMicros
-                | Node::LocalTimestampNanos
-        ),
+    fn kind(&self) -> JsonKind {
+        match self {
+            Scalar::Null => JsonKind::Null,
+            Scalar::Bool(_) => JsonKind::Boolean,
+            Scalar::Str(_) => JsonKind::String,
+            _ => JsonKind::Number,
+        }
     }
 }
 
@@ -220,56 +196,34 @@ fn encode_scalar(node: &Node, scalar: &Scalar<'_>, out: &mut Vec<u8>) -> bool {
             out.push(u8::from(*b));
             true
         }
-        (Node::Int | Node::Date | Node::TimeMillis, s) if s.is_number() => match s.int() {
-            Some(i) => {
-                write_long(out, i64::from(i));
-                true
-            }
-            None => false,
-        },
-        (
-            Node::Long
-            | Node::TimeMicros
-            | Node::TimestampMillis
-            | Node::TimestampMicros
-            | Node::TimestampNanos
-            | Node::LocalTimestampMillis
-            | Node::LocalTimestampMicros
-            | Node::LocalTimestampNanos,
-            s,
-        ) if s.is_number() => match s.long() {
-            Some(l) => {
-                write_long(out, l);
-                true
-            }
-            None => false,
-        },
-        (Node::Float, s) if s.is_number() => match s.double().map(|x| x as f32) {
-            Some(f) if !f.is_infinite() => {
-                out.extend_from_slice(&f.to_le_bytes());
-                true
-            }
-            _ => false,
-        },
-        (Node::Double, s) if s.is_number() => match s.double() {
-            Some(d) => {
-                out.extend_from_slice(&d.to_le_bytes());
-                true
-            }
+        (node, s) if s.is_number() => match node.numeric() {
+            Some(Numeric::Int) => s.int().map(|i| write_long(out, i64::from(i))).is_some(),
+            Some(Numeric::Long) => s.long().map(|l| write_long(out, l)).is_some(),
+            Some(Numeric::Float) => match s.double().map(|x| x as f32) {
+                Some(f) if !f.is_infinite() => {
+                    out.extend_from_slice(&f.to_le_bytes());
+                    true
+                }
+                _ => false,
+            },
+            Some(Numeric::Double) => s
+                .double()
+                .map(|d| out.extend_from_slice(&d.to_le_bytes()))
+                .is_some(),
             None => false,
         },
         (Node::String, Scalar::Str(s)) => {
             write_bytes(out, s.as_bytes());
             true
         }
-        (Node::Bytes, Scalar::Str(s)) => match latin1(s) {
+        (Node::Bytes, Scalar::Str(s)) => match latin1_bytes(s) {
             Some(bytes) => {
                 write_bytes(out, &bytes);
                 true
             }
             None => false,
         },
-        (Node::Fixed { size, .. }, Scalar::Str(s)) => match latin1(s) {
+        (Node::Fixed { size, .. }, Scalar::Str(s)) => match latin1_bytes(s) {
             Some(bytes) if bytes.len() == *size => {
                 out.extend_from_slice(&bytes);
                 true
@@ -285,10 +239,6 @@ fn encode_scalar(node: &Node, scalar: &Scalar<'_>, out: &mut Vec<u8>) -> bool {
         },
         _ => false,
     }
-}
-
-fn latin1(s: &str) -> Option<Vec<u8>> {
-    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }
 
 /// Deserializes one JSON value against `node`, writing its encoding to `out`.
@@ -339,7 +289,7 @@ impl<'p> NodeSeed<'_, 'p> {
             if undecidable(branch) {
                 return Err(decline());
             }
-            if !scalar_fits(branch, &scalar) {
+            if !kind_fits(branch, scalar.kind()) {
                 continue;
             }
             let mark = self.out.len();
@@ -354,19 +304,19 @@ impl<'p> NodeSeed<'_, 'p> {
 
     /// The one branch of `self.node` (or the node itself) that takes a composite value:
     /// writes the union index; `None` when the plan would have to try several.
-    fn composite(&mut self, fits: impl Fn(&Node) -> bool) -> Option<&'p Node> {
+    fn composite(&mut self, kind: JsonKind) -> Option<&'p Node> {
         if self.capture {
             self.ctx.captured = Captured::Other;
         }
         let Node::Union(branches) = self.node else {
-            return fits(self.node).then_some(self.node);
+            return kind_fits(self.node, kind).then_some(self.node);
         };
         let mut chosen = None;
         for (i, branch) in branches.iter().enumerate() {
             if undecidable(branch) {
                 return None;
             }
-            if fits(branch) {
+            if kind_fits(branch, kind) {
                 if chosen.is_some() {
                     return None;
                 }
@@ -411,7 +361,7 @@ impl<'de, 'p> Visitor<'de> for NodeSeed<'_, 'p> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        let Some(Node::Array(item)) = self.composite(|n| matches!(n, Node::Array(_))) else {
+        let Some(Node::Array(item)) = self.composite(JsonKind::Array) else {
             return Err(decline());
         };
         let mut items = self.ctx.buffer();
@@ -435,7 +385,7 @@ impl<'de, 'p> Visitor<'de> for NodeSeed<'_, 'p> {
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, map: A) -> Result<(), A::Error> {
-        match self.composite(|n| matches!(n, Node::Map(_) | Node::Record(_))) {
+        match self.composite(JsonKind::Object) {
             Some(Node::Record(index)) => {
                 let record = &self.ctx.plan.records[*index];
                 let capture = self.root;
