@@ -19,6 +19,7 @@ use std::time::Instant;
 use avro_converter::config::TimestampField;
 use avro_converter::convert::Converter;
 use avro_converter::schema::RecordSchema;
+use serde_json::value::RawValue;
 use sluice_codec::avro::ContainerCodec;
 use sluice_partition::TimeUnit;
 
@@ -180,10 +181,12 @@ fn archiver(dir: &Path, repeats: usize) {
     let event_bytes = read(dir, "kinesis-event.json");
     let lines = read(dir, "kinesis-lines.ndjson");
     let all = sluice_codec::bzip2::available_threads();
+    // As the function runs: the runtime reads the event as raw JSON text, the handler reads
+    // the records from their spans on `threads` threads.
     let path = |threads: usize| {
-        let event: serde_json::Value = serde_json::from_slice(&event_bytes).expect("parses");
-        let records =
-            sluice_events::kinesis_records_from_value_on(&event, threads).expect("kinesis event");
+        let event: Box<RawValue> = serde_json::from_slice(&event_bytes).expect("parses");
+        let records = sluice_events::kinesis_records_from_json_on(event.get(), threads)
+            .expect("kinesis event");
         let groups = kinesis_archiver::archive::hour_groups(&records);
         groups
             .iter()
@@ -199,19 +202,19 @@ fn archiver(dir: &Path, repeats: usize) {
     let secs = time(repeats, || path(all));
     emit(&format!("archiver_{all}cores"), secs, lines.len(), count);
 
-    // The path's stages before the codec (one thread each: what does not get faster with
-    // more vCPUs unless it is split too).
-    let event: serde_json::Value = serde_json::from_slice(&event_bytes).expect("parses");
+    // The path's stages before the codec: the runtime's read of the event (one thread), then
+    // the records on one thread and on all.
+    let event: Box<RawValue> = serde_json::from_slice(&event_bytes).expect("parses");
     let secs = time(repeats, || {
-        serde_json::from_slice::<serde_json::Value>(&event_bytes).expect("parses")
+        serde_json::from_slice::<Box<RawValue>>(&event_bytes).expect("parses")
     });
     emit("archiver_stage_event_json", secs, event_bytes.len(), count);
     let secs = time(repeats, || {
-        sluice_events::kinesis_records_from_value(&event).expect("kinesis event")
+        sluice_events::kinesis_records_from_json_on(event.get(), 1).expect("kinesis event")
     });
     emit("archiver_stage_records", secs, event_bytes.len(), count);
     let secs = time(repeats, || {
-        sluice_events::kinesis_records_from_value_on(&event, all).expect("kinesis event")
+        sluice_events::kinesis_records_from_json_on(event.get(), all).expect("kinesis event")
     });
     emit(
         &format!("archiver_stage_records_{all}cores"),
@@ -219,7 +222,8 @@ fn archiver(dir: &Path, repeats: usize) {
         event_bytes.len(),
         count,
     );
-    let records = sluice_events::kinesis_records_from_value(&event).expect("kinesis event");
+    let records =
+        sluice_events::kinesis_records_from_json_on(event.get(), 1).expect("kinesis event");
     let secs = time(repeats, || {
         kinesis_archiver::archive::hour_groups(&records)
             .iter()

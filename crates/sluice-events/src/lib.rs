@@ -33,7 +33,8 @@ pub use dynamodb::{ChangeKind, StreamChange, stream_changes};
 pub use error::{EnvelopeError, KeyError};
 pub use key::{compare_sequence_numbers, compare_sequencers, decode_s3_key, encode_s3_key};
 pub use kinesis::{
-    KinesisRecordData, kinesis_records, kinesis_records_from_value, kinesis_records_from_value_on,
+    KinesisRecordData, kinesis_records, kinesis_records_from_json_on, kinesis_records_from_value,
+    kinesis_records_from_value_on,
 };
 pub use s3::{
     S3Notice, S3ObjectEvent, eventbridge_notices, s3_event_notices, s3_notices_from_str,

@@ -3,8 +3,8 @@
 use serde_json::Value;
 use sluice_events::aws_lambda_events::kinesis::KinesisEvent;
 use sluice_events::{
-    EnvelopeError, compare_sequence_numbers, kinesis_records, kinesis_records_from_value,
-    kinesis_records_from_value_on,
+    EnvelopeError, compare_sequence_numbers, kinesis_records, kinesis_records_from_json_on,
+    kinesis_records_from_value, kinesis_records_from_value_on,
 };
 use time::macros::datetime;
 
@@ -113,9 +113,53 @@ fn records_are_the_same_on_any_number_of_threads() {
     let event = big_event(1_001);
     let one = kinesis_records_from_value(&event).unwrap();
     assert_eq!(one.len(), 1_001);
+    let text = event.to_string();
     for threads in [2, 3, 7, 2_000] {
         assert_eq!(kinesis_records_from_value_on(&event, threads).unwrap(), one);
     }
+    for threads in [1, 2, 3, 7, 2_000] {
+        assert_eq!(kinesis_records_from_json_on(&text, threads).unwrap(), one);
+    }
+}
+
+#[test]
+fn the_text_path_reads_what_the_tree_path_reads() {
+    // Arrival times as numbers with dropped trailing zeros, as numeric strings, other keys
+    // around `Records`, and whitespace: the same records either way.
+    let mut event = big_event(10);
+    event["Records"][1]["kinesis"]["approximateArrivalTimestamp"] = "1545084650.98".into();
+    event["Records"][2]["kinesis"]["approximateArrivalTimestamp"] =
+        serde_json::json!(1545084650.98);
+    event["extra"] = serde_json::json!({"Records": "not these"});
+    let tree = kinesis_records_from_value(&event).unwrap();
+    assert_eq!(tree[2].arrival.millisecond(), 980);
+    for text in [
+        event.to_string(),
+        serde_json::to_string_pretty(&event).unwrap(),
+    ] {
+        assert_eq!(kinesis_records_from_json_on(&text, 2).unwrap(), tree);
+    }
+}
+
+#[test]
+fn the_text_path_fails_like_the_tree_path() {
+    let texts = [
+        "not json".to_owned(),
+        r#"{"Records": [] } trailing"#.to_owned(),
+        r#"{"Records": [], "Records": []}"#.to_owned(),
+        r#"{}"#.to_owned(),
+        r#"[1, 2]"#.to_owned(),
+    ];
+    for text in &texts {
+        let tree = serde_json::from_str::<Value>(text)
+            .map_err(|_| ())
+            .and_then(|v| kinesis_records_from_value(&v).map_err(|_| ()));
+        let fast = kinesis_records_from_json_on(text, 2);
+        assert_eq!(fast.is_ok(), tree.is_ok(), "{text}: {fast:?}");
+    }
+    // Not JSON at all says so, as the runtime would.
+    let err = kinesis_records_from_json_on("not json", 1).unwrap_err();
+    assert!(err.to_string().contains("event"), "{err}");
 }
 
 #[test]
@@ -140,6 +184,11 @@ fn errors_are_the_same_on_any_number_of_threads() {
         for threads in [2, 4] {
             let many = kinesis_records_from_value_on(&event, threads).map_err(|e| e.to_string());
             assert_eq!(many, one, "case {i}, {threads} threads");
+        }
+        let text = event.to_string();
+        for threads in [1, 2, 4] {
+            let fast = kinesis_records_from_json_on(&text, threads).map_err(|e| e.to_string());
+            assert_eq!(fast, one, "case {i}, text, {threads} threads");
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use kinesis_archiver::handler::{Archiver, ArchiverConfig};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sluice_aws::retry::Deadline;
 use sluice_lambda::config::{ConfigError, Env};
 use sluice_lambda::metrics::Metrics;
@@ -26,13 +26,13 @@ async fn cold_start() -> Result<Archiver, ConfigError> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let archiver = Arc::new(sluice_lambda::init(cold_start().await).await?);
-    sluice_lambda::run(move |event: LambdaEvent<Value>| {
+    sluice_lambda::run(move |event: LambdaEvent<Box<RawValue>>| {
         let archiver = Arc::clone(&archiver);
         async move {
             let deadline = Deadline::at_epoch_ms(event.context.deadline).with_margin(ANSWER_MARGIN);
             let mut metrics = Metrics::for_function();
             let result: Result<KinesisEventResponse, FunctionError> = archiver
-                .handle(&event.payload, &deadline, &mut metrics)
+                .handle(event.payload.get(), &deadline, &mut metrics)
                 .await;
             metrics.emit();
             result
