@@ -39,7 +39,7 @@ lint:
     BC_SKIP_MAPPING=TRUE "{{checkov}}" -f infra/pipeline.yaml --framework cloudformation --quiet --compact --skip-download
     python infra/check_security.py --self-test
     python infra/glue_schema.py --self-test && python infra/glue_schema.py --check infra/pipeline.yaml
-    ruff check --select F --no-cache --quiet tests infra bench tools
+    ruff check --select F --no-cache --quiet tests infra tools
 
 # Unit tests (no network)
 unit:
@@ -204,7 +204,7 @@ invoke fn event: setup
 
 # sluice vs the seeds' Python, codec limits, cold start, memory, zip sizes, cost: one table, written to docs/PERFORMANCE.md (~10 min on 2 cores)
 bench *args: setup
-    python bench/run.py {{args}}
+    python tools/sluice-bench/run.py {{args}}
 
 # Criterion benches of the codecs and the functions' pure paths (several minutes on 2 cores)
 bench-criterion:

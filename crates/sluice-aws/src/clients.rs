@@ -13,11 +13,18 @@
 //! growing to 20 s) would spend an invocation's last seconds asleep instead of
 //! trying again.
 //!
+//! Every client talks HTTPS through [`https_client`]: rustls with the ring crypto
+//! provider, the SDK's own hyper client otherwise. The SDK's default (the same client
+//! with aws-lc) is compiled out of the workspace; tools build their configuration with
+//! [`loader`] so they get the same client.
+//!
 //! Build one config and the clients once, at cold start, and reuse them.
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_types::retry::RetryConfig;
 
 /// Set to a non-empty value, overrides every service's endpoint.
@@ -31,7 +38,23 @@ pub const IGNORE_CONFIGURED_ENDPOINT_URLS: &str = "AWS_IGNORE_CONFIGURED_ENDPOIN
 /// Retry mode and attempts (`AWS_RETRY_MODE`, `AWS_MAX_ATTEMPTS`) are the
 /// environment's; the pauses between the SDK's attempts are [`with_short_backoff`]'s.
 pub async fn load_sdk_config() -> SdkConfig {
-    with_short_backoff(&aws_config::defaults(BehaviorVersion::latest()).load().await)
+    with_short_backoff(&loader().load().await)
+}
+
+/// `aws_config::defaults` (latest behaviour version) with [`https_client`]: what every
+/// sluice binary, Lambda or tool, builds its SDK configuration from.
+pub fn loader() -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(https_client())
+}
+
+/// The SDK's hyper-based HTTPS client with rustls on the ring provider (HTTP/1.1 and
+/// HTTP/2, the platform's root certificates, the SDK's connection pooling and timeouts).
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// The SDK's first retry pause is drawn from `[0, SDK_INITIAL_BACKOFF)` (SDK default: 1 s).

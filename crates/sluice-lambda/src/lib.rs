@@ -1,6 +1,8 @@
 //! Lambda support shared by every sluice function.
 //!
 //! What each function's `main.rs` needs and nothing more:
+//! - [`serve`] and [`Function`]: the one lifecycle (cold start, an [`Invocation`] per event
+//!   with the deadline margin applied, metrics emitted); `main` becomes one line;
 //! - [`run`]: serve a handler on the Lambda Runtime API with structured JSON logs;
 //! - [`init`]: turn a failed cold start (bad configuration, a client that can't be
 //!   built) into a Runtime API init error that names what was wrong;
@@ -13,6 +15,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 
@@ -20,6 +23,7 @@ use std::fmt;
 use std::future::Future;
 
 pub use lambda_runtime::{Context, Diagnostic, Error, LambdaEvent};
+pub use lifecycle::{Function, Invocation, serve};
 
 /// Serves `handler` until the runtime shuts the process down. Logging is
 /// initialised here if `main` has not done it already.

@@ -25,11 +25,13 @@ use sluice_aws::{
     Deadline, S3Error, copy_object, get_object_bytes_within, head_object_etag, put_object_bytes,
 };
 use sluice_events::{EnvelopeError, S3Notice, S3ObjectEvent, s3_notices_from_value};
-use sluice_lambda::FunctionError;
+use sluice_lambda::config::Env;
 use sluice_lambda::metrics::Metrics;
+use sluice_lambda::{Function, FunctionError, Invocation};
 
 use crate::config::Config;
 use crate::convert::{Conversion, ConvertError, Converter, InputError};
+use crate::schema::RecordSchema;
 use crate::layout;
 
 const AVRO_CONTENT_TYPE: &str = "application/avro";
@@ -136,6 +138,52 @@ pub struct Summary {
     pub objects: Vec<ObjectOutcome>,
 }
 
+impl Function for Handler {
+    type Event = Value;
+    type Response = Summary;
+    type InitError = String;
+    const ANSWER_MARGIN: Duration = DEADLINE_MARGIN;
+
+    /// Reads and checks the configuration, builds the S3 client and loads the schema.
+    async fn cold_start() -> Result<Self, String> {
+        let config = Config::from_env(&Env::from_process()).map_err(|e| e.to_string())?;
+        let sdk = sluice_aws::clients::load_sdk_config().await;
+        let s3 = sluice_aws::clients::s3(&sdk);
+        let schema = RecordSchema::load(&config.schema, &s3)
+            .await
+            .map_err(|e| e.to_string())?;
+        let converter = Converter::new(
+            schema,
+            config.codec,
+            config.timestamp.clone(),
+            config.max_decompressed_bytes,
+            config.output.prefix.clone(),
+        );
+        tracing::info!(
+            input_bucket = config.input.bucket,
+            output = %config.output,
+            errors = %config.errors,
+            codec = %config.codec,
+            schema = %config.schema,
+            "avro-converter ready"
+        );
+        Ok(Handler::new(config, converter, s3))
+    }
+
+    async fn handle(
+        &self,
+        event: Value,
+        invocation: &mut Invocation,
+    ) -> Result<Summary, FunctionError> {
+        self.handle_notices(&event, invocation.deadline, &mut invocation.metrics)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "invocation failed");
+                FunctionError::from(e)
+            })
+    }
+}
+
 /// Configuration, converter and client, shared by every invocation of a process.
 pub struct Handler {
     config: Config,
@@ -152,8 +200,13 @@ impl Handler {
         }
     }
 
-    /// Handles one S3 event (any envelope `sluice-events` reads; S3 → Lambda in practice).
-    pub async fn handle(&self, event: &Value, deadline: Deadline) -> Result<Summary, HandlerError> {
+    /// Handles one S3 event (any envelope `sluice-events` reads; S3 → Lambda in practice)
+    /// with metrics of its own (the Lambda path uses the invocation's: [`Function::handle`]).
+    pub async fn handle_event(
+        &self,
+        event: &Value,
+        deadline: Deadline,
+    ) -> Result<Summary, HandlerError> {
         let mut metrics = Metrics::for_function();
         let result = self.handle_notices(event, deadline, &mut metrics).await;
         metrics.emit();

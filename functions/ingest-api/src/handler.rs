@@ -12,7 +12,9 @@
 //! is still working, `422` for the same key with a different body.
 //!
 //! The one place where outcomes become statuses is [`Rejection::status`] and
-//! [`Ingest::handle`].
+//! [`Ingest::handle_request`].
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
@@ -21,9 +23,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use sluice_aws::idempotency::{Begin, IdempotencyStore};
 use sluice_aws::kinesis::{OutgoingRecord, PutRecordsWriter, PutReport};
-use sluice_aws::retry::Deadline;
+use sluice_aws::retry::{Backoff, Deadline};
 use sluice_lambda::config::{ConfigError, Env};
 use sluice_lambda::metrics::Metrics;
+use sluice_lambda::{Function, FunctionError, Invocation};
 
 use crate::body::{BodyError, BodyFormat, Position, decode_body, split_events};
 use crate::record::{RecordError, RecordSettings, RequestFacts, build_records};
@@ -127,6 +130,59 @@ impl Rejection {
     }
 }
 
+/// Time kept back from the invocation deadline to answer API Gateway.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+/// No PutRecords call starts with less than this left: a call cut off at the deadline
+/// may have been written, and the client would then resend events it was told failed.
+const CALL_RESERVE: Duration = Duration::from_secs(1);
+
+impl Function for Ingest {
+    type Event = ApiGatewayProxyRequest;
+    type Response = ApiGatewayProxyResponse;
+    type InitError = ConfigError;
+    const ANSWER_MARGIN: Duration = ANSWER_MARGIN;
+
+    async fn cold_start() -> Result<Self, ConfigError> {
+        let config = IngestConfig::from_env(&Env::from_process())?;
+        let sdk = sluice_aws::clients::load_sdk_config().await;
+        // The writer makes every attempt itself (resending only failed entries, within the
+        // deadline and the call reserve); SDK-level retries would start calls it cannot see.
+        let kinesis = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&sdk)
+                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        let writer = PutRecordsWriter::new(kinesis, config.stream.clone(), Backoff::default())
+            .with_call_reserve(CALL_RESERVE);
+        let idempotency = config.idempotency_table.clone().map(|table| {
+            IdempotencyStore::new(
+                sluice_aws::clients::dynamodb(&sdk),
+                table,
+                config.idempotency_window,
+            )
+        });
+        let ingest = Ingest::new(config, writer);
+        Ok(match idempotency {
+            Some(store) => ingest.with_idempotency(store),
+            None => ingest,
+        })
+    }
+
+    async fn handle(
+        &self,
+        request: ApiGatewayProxyRequest,
+        invocation: &mut Invocation,
+    ) -> Result<ApiGatewayProxyResponse, FunctionError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let facts = request_facts(&request, &invocation.request_id, now_ms);
+        Ok(self
+            .handle_request(&request, &facts, &invocation.deadline, &mut invocation.metrics)
+            .await)
+    }
+}
+
 /// The function: configuration, the stream writer and the idempotency store.
 pub struct Ingest {
     config: IngestConfig,
@@ -151,7 +207,7 @@ impl Ingest {
 
     /// Answers one request; every outcome is an HTTP response (a handler error would
     /// reach the client as an opaque `502`).
-    pub async fn handle(
+    pub async fn handle_request(
         &self,
         request: &ApiGatewayProxyRequest,
         facts: &RequestFacts,
@@ -618,7 +674,7 @@ mod tests {
     async fn call(ingest: &Ingest, request: &ApiGatewayProxyRequest) -> (u16, Value, Metrics) {
         let mut metrics = Metrics::new("sluice", "ingest-api");
         let response = ingest
-            .handle(
+            .handle_request(
                 request,
                 &facts(),
                 &Deadline::after(Duration::from_secs(5)),
@@ -734,7 +790,7 @@ mod tests {
         request: &ApiGatewayProxyRequest,
     ) -> ApiGatewayProxyResponse {
         ingest
-            .handle(
+            .handle_request(
                 request,
                 &facts(),
                 &Deadline::after(Duration::from_secs(5)),
@@ -987,7 +1043,7 @@ mod tests {
         let body = "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
         let mut metrics = Metrics::new("sluice", "ingest-api");
         let response = ingest
-            .handle(
+            .handle_request(
                 &request(Some(body), &[("content-type", "application/x-ndjson")]),
                 &facts(),
                 &Deadline::after(Duration::from_secs(2)),
@@ -1112,7 +1168,7 @@ mod tests {
             assert_eq!(facts.request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
             let mut metrics = Metrics::new("sluice", "ingest-api");
             let response = ingest
-                .handle(
+                .handle_request(
                     &req,
                     &facts,
                     &Deadline::after(Duration::from_secs(5)),

@@ -190,7 +190,7 @@ impl<T: TokenSource> HttpJobApi<T> {
     /// `base` is the validated base URL (no trailing slash needed); each request
     /// gives up after `request_timeout`.
     pub fn new(base: &str, tokens: T, request_timeout: Duration) -> std::io::Result<Self> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match builder.with_provider_and_native_roots(provider.clone()) {
             Ok(builder) => builder,

@@ -14,7 +14,10 @@ use aws_lambda_events::event::streams::KinesisEventResponse;
 use sluice_aws::retry::Deadline;
 use sluice_aws::s3::put_object_bytes;
 use sluice_events::kinesis_records_from_json_on;
-use sluice_lambda::FunctionError;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use sluice_lambda::{FunctionError, Invocation};
 use sluice_lambda::batch::StreamCheckpoint;
 use sluice_lambda::config::{ConfigError, Env};
 use sluice_lambda::metrics::Metrics;
@@ -54,6 +57,30 @@ pub struct Archiver {
     s3: aws_sdk_s3::Client,
 }
 
+impl sluice_lambda::Function for Archiver {
+    /// The batch as JSON text: records are read from their spans (see [`Archiver::archive`]).
+    type Event = Box<RawValue>;
+    type Response = KinesisEventResponse;
+    type InitError = ConfigError;
+    /// Kept back to answer the event source mapping.
+    const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+    async fn cold_start() -> Result<Self, ConfigError> {
+        let config = ArchiverConfig::from_env(&Env::from_process())?;
+        let sdk = sluice_aws::clients::load_sdk_config().await;
+        Ok(Archiver::new(config, sluice_aws::clients::s3(&sdk)))
+    }
+
+    async fn handle(
+        &self,
+        event: Box<RawValue>,
+        invocation: &mut Invocation,
+    ) -> Result<KinesisEventResponse, FunctionError> {
+        self.archive(event.get(), &invocation.deadline, &mut invocation.metrics)
+            .await
+    }
+}
+
 impl Archiver {
     pub fn new(config: ArchiverConfig, s3: aws_sdk_s3::Client) -> Self {
         Archiver { config, s3 }
@@ -61,7 +88,7 @@ impl Archiver {
 
     /// Archives one batch, given as its JSON text: records are read from their spans in the
     /// text on every vCPU, with millisecond-exact arrival times.
-    pub async fn handle(
+    pub async fn archive(
         &self,
         event: &str,
         deadline: &Deadline,
@@ -234,7 +261,7 @@ mod tests {
     async fn run(archiver: &Archiver, event: &Value, deadline: Duration) -> (Value, Metrics) {
         let mut metrics = Metrics::new("sluice", "kinesis-archiver");
         let response = archiver
-            .handle(&event.to_string(), &Deadline::after(deadline), &mut metrics)
+            .archive(&event.to_string(), &Deadline::after(deadline), &mut metrics)
             .await
             .unwrap();
         (serde_json::to_value(response).unwrap(), metrics)
@@ -478,7 +505,7 @@ mod tests {
         let mut event = batch();
         event["Records"][2]["eventID"] = json!("no-shard-here");
         let err = archiver(&[&rule])
-            .handle(
+            .archive(
                 &event.to_string(),
                 &Deadline::after(Duration::from_secs(60)),
                 &mut Metrics::new("sluice", "kinesis-archiver"),

@@ -94,7 +94,16 @@ pub async fn chain(spec: &Value, trace_id: Option<&str>) -> Result<Value, ProbeE
     }
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
         .map_err(|_| ProbeError::Requested("AWS_LAMBDA_FUNCTION_NAME is not set".into()))?;
-    let config = aws_config::load_from_env().await;
+    // The workspace compiles the SDK without its default HTTPS client: give it one.
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https)
+        .load()
+        .await;
     let client = aws_sdk_lambda::Client::new(&config);
     let next = json!({"chain": {"id": id, "hop": hop + 1, "until": until}});
     client

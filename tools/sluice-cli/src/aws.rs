@@ -3,7 +3,7 @@
 //! elsewhere (LocalStack), with S3 addressed path-style as `sluice_aws::clients` does
 //! for the functions.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 
 /// One client per service, built once.
 #[derive(Clone, Debug)]
@@ -21,7 +21,7 @@ pub struct Clients {
 
 impl Clients {
     pub async fn load(endpoint_url: Option<&str>, region: Option<&str>) -> Clients {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader = sluice_aws::clients::loader();
         if let Some(url) = endpoint_url {
             loader = loader.endpoint_url(url);
         }

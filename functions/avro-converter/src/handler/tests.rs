@@ -168,7 +168,7 @@ async fn converts_an_object_into_hourly_avro_files_traced_to_their_source() {
     let get = get_rule("raw", KEY, compress_raw(&input));
     let (put, stored) = put_recorder();
     let summary = handler(&[&get, &put])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap();
 
@@ -251,7 +251,7 @@ async fn an_input_replaced_while_converting_ends_with_the_newest_versions_output
     let head = head_etag("\"v2\"");
     let (put, stored) = put_recorder();
     let summary = handler(&[&get, &head, &put])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap();
     assert_eq!((get.num_calls(), head.num_calls()), (2, 2));
@@ -279,7 +279,7 @@ async fn an_input_replaced_during_every_conversion_is_left_to_a_retry() {
     let head = head_etag("\"v3\"");
     let (put, _) = put_recorder();
     let err = handler(&[&get, &head, &put])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -299,7 +299,7 @@ async fn rejected_records_go_to_the_errors_file_and_the_rest_convert() {
     let get = get_rule("raw", KEY, compress_framed(&text));
     let (put, stored) = put_recorder();
     let summary = handler(&[&get, &put])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap();
     let errors_key = "errors/incoming/2024/05/14/player 0001.errors.jsonl";
@@ -341,7 +341,7 @@ async fn an_input_that_is_not_snappy_is_copied_to_the_error_prefix_and_does_not_
     let get = get_rule("raw", KEY, body.clone());
     let (put, stored) = put_recorder();
     let summary = handler(&[&get, &put])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap();
     let ObjectOutcome::InputRejected {
@@ -391,7 +391,7 @@ async fn an_input_too_large_to_decompress_within_the_limit_is_rejected_unread() 
         let (put, stored) = put_recorder();
         let calls_before = copy.num_calls();
         let summary = handler(&[&get, &copy, &put])
-            .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+            .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
             .await
             .unwrap();
         let ObjectOutcome::InputRejected {
@@ -441,7 +441,7 @@ async fn an_input_that_is_not_json_is_rejected_with_its_reason() {
     );
     let (put, stored) = put_recorder();
     let summary = handler(&[&get, &put])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap();
     let ObjectOutcome::InputRejected {
@@ -500,7 +500,7 @@ async fn keys_under_our_own_output_or_error_prefix_are_ignored_without_reading()
     ];
     for (bucket, key, event_name, why) in cases {
         let summary = handler
-            .handle(&s3_event(bucket, key, event_name), deadline())
+            .handle_event(&s3_event(bucket, key, event_name), deadline())
             .await
             .unwrap();
         assert!(
@@ -518,7 +518,7 @@ async fn an_object_deleted_since_the_event_is_ignored() {
         .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
     let (put, stored) = put_recorder();
     let summary = handler(&[&gone, &put])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap();
     assert!(matches!(
@@ -541,7 +541,7 @@ async fn the_s3_test_event_is_not_an_error() {
         "RequestId": "5582815E1AEA5ADF",
         "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"
     });
-    let summary = handler(&[]).handle(&event, deadline()).await.unwrap();
+    let summary = handler(&[]).handle_event(&event, deadline()).await.unwrap();
     assert_eq!(summary.objects, [ObjectOutcome::TestEvent]);
 }
 
@@ -550,7 +550,7 @@ async fn a_transient_read_failure_fails_the_invocation_for_a_retry() {
     let slow = mock!(Client::get_object).then_http_response(|| xml_error(503, "SlowDown"));
     let (put, stored) = put_recorder();
     let err = handler(&[&slow, &put])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -567,7 +567,7 @@ async fn a_transient_read_failure_fails_the_invocation_for_a_retry() {
 async fn a_permanent_read_failure_fails_the_invocation_without_retry_value() {
     let denied = mock!(Client::get_object).then_http_response(|| xml_error(403, "AccessDenied"));
     let err = handler(&[&denied])
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap_err();
     assert!(!err.is_retryable());
@@ -584,7 +584,7 @@ async fn a_write_that_keeps_failing_transiently_fails_the_invocation() {
         .repeatedly()
         .build();
     let err = handler(&[&get, &put])
-        .handle(
+        .handle_event(
             &s3_event("raw", RAW_KEY, "ObjectCreated:Put"),
             Deadline::after(Duration::from_secs(3)),
         )
@@ -616,7 +616,7 @@ async fn a_write_that_recovers_within_the_deadline_succeeds() {
         )
     });
     let summary = handler
-        .handle(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
+        .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
         .unwrap();
     assert!(matches!(
@@ -633,10 +633,10 @@ async fn redelivery_rewrites_the_same_keys_with_the_same_bytes() {
     let (put, stored) = put_recorder();
     let handler = handler(&[&get, &put]);
     let event = s3_event("raw", RAW_KEY, "ObjectCreated:Put");
-    let first = handler.handle(&event, deadline()).await.unwrap();
+    let first = handler.handle_event(&event, deadline()).await.unwrap();
     let first_puts = stored_by_key(&stored);
     stored.lock().unwrap().clear();
-    let second = handler.handle(&event, deadline()).await.unwrap();
+    let second = handler.handle_event(&event, deadline()).await.unwrap();
     assert_eq!(first, second);
     assert_eq!(first_puts, stored_by_key(&stored));
 }
@@ -655,7 +655,7 @@ async fn a_later_record_failing_fails_the_whole_event_after_the_first_converted(
         s3_record("raw", second_key, "ObjectCreated:Put"),
     ]});
     let err = handler(&[&get_first, &get_second, &put])
-        .handle(&event, deadline())
+        .handle_event(&event, deadline())
         .await
         .unwrap_err();
     assert!(err.is_retryable());
@@ -665,7 +665,7 @@ async fn a_later_record_failing_fails_the_whole_event_after_the_first_converted(
 #[tokio::test(start_paused = true)]
 async fn an_event_that_is_not_an_s3_notification_fails_as_invalid() {
     let err = handler(&[])
-        .handle(&json!({"detail": "nope"}), deadline())
+        .handle_event(&json!({"detail": "nope"}), deadline())
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "InvalidEvent");
@@ -711,7 +711,7 @@ async fn sample_events_are_handled_as_documented() {
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap();
 
     let summary = handler
-        .handle(
+        .handle_event(
             &parse(include_str!(
                 "../../../../events/avro-converter/s3-put.json"
             )),
@@ -725,7 +725,7 @@ async fn sample_events_are_handled_as_documented() {
         "{summary:?}"
     );
     let summary = handler
-        .handle(
+        .handle_event(
             &parse(include_str!(
                 "../../../../events/avro-converter/s3-multipart-upload.json"
             )),
@@ -738,7 +738,7 @@ async fn sample_events_are_handled_as_documented() {
         ObjectOutcome::Converted { records: 3, .. }
     ));
     let summary = handler
-        .handle(
+        .handle_event(
             &parse(include_str!(
                 "../../../../events/avro-converter/s3-put-own-output.json"
             )),
@@ -754,7 +754,7 @@ async fn sample_events_are_handled_as_documented() {
         }
     ));
     let summary = handler
-        .handle(
+        .handle_event(
             &parse(include_str!(
                 "../../../../events/avro-converter/s3-test-event.json"
             )),

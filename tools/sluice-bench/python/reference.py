@@ -1,7 +1,7 @@
 """Reference Python implementations of the seeds' compute paths, written for `just bench`.
 
 Each is what a Python Lambda of the seed would do with the object/batch already in memory
-(no S3, no boto3): the same inputs the Rust side reads (see bench/run.py), timed the same way
+(no S3, no boto3): the same inputs the Rust side reads (see tools/sluice-bench/run.py), timed the same way
 (one warm-up run, then the median of N). Printed as one JSON object per line.
 
 * converter (seed 000): snappy-framed NDJSON → decompress → json.loads per line → group by
@@ -28,7 +28,7 @@ import avro.schema
 import cramjam
 import fastavro
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "functions/avro-converter/schema/player_event.avsc"
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "functions/avro-converter/schema/player_event.avsc"
 
 
 def timed(repeats, fn):

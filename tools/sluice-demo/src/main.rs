@@ -18,7 +18,7 @@ mod paths;
 mod scenario;
 mod summary;
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use paths::{Ctx, Outputs};
 use scenario::Scale;
 use std::process::ExitCode;
@@ -110,7 +110,7 @@ async fn main() -> ExitCode {
     // LocalStack: fixed test credentials; every client goes to the endpoint.
     let credentials =
         aws_sdk_s3::config::Credentials::new("test", "test", None, None, "sluice-demo");
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    let config = sluice_aws::clients::loader()
         .region(Region::new("us-east-1"))
         .credentials_provider(credentials)
         .endpoint_url(&args.endpoint)

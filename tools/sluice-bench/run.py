@@ -2,17 +2,17 @@
 
 One run on one machine, one table. Steps:
 
-1. builds `crates/sluice-bench` (bench profile) and, if missing, the release zips;
+1. builds `tools/sluice-bench` (bench profile) and, if missing, the release zips;
 2. generates the inputs once into `$SLUICE_CACHE/bench-inputs` (100k player events, a 5 MiB
    Kinesis batch, 100 x 100 counter files);
 3. times the Rust pure paths (`sluice-bench measure`) and the Python references
-   (`bench/python/reference.py`) on the same files, plus the system `bzip2` and `lbzip2`
+   (`tools/sluice-bench/python/reference.py`) on the same files, plus the system `bzip2` and `lbzip2`
    (installed with apt-get when missing and run as root);
 4. runs every release `bootstrap` against a local Runtime API stub (and an AWS endpoint stub
    serving S3 GET/PUT and Secrets Manager) to time cold start, first response and peak RSS;
 5. prints the table and rewrites the generated part of docs/PERFORMANCE.md.
 
-Usage: python bench/run.py [--quick] [--no-build] [--no-docs]
+Usage: python tools/sluice-bench/run.py [--quick] [--no-build] [--no-docs]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SLUICE_CACHE", Path.home() / ".cache/sluice"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "target"))
 INPUTS = CACHE / "bench-inputs"
@@ -619,7 +619,7 @@ def main() -> None:
     rust = json_lines(run([str(bench_bin), "measure", str(INPUTS), str(repeats)],
                           capture_output=True, text=True).stdout)
     log("timing the Python references")
-    python = json_lines(run([sys.executable, str(ROOT / "bench/python/reference.py"), str(INPUTS),
+    python = json_lines(run([sys.executable, str(ROOT / "tools/sluice-bench/python/reference.py"), str(INPUTS),
                              str(repeats)], capture_output=True, text=True).stdout)
     bz = system_codecs(repeats)
     log("cold starts")

@@ -1,4 +1,4 @@
-//! The Rust side of `just bench` (driven by `bench/run.py`): generates the shared inputs and
+//! The Rust side of `just bench` (driven by `tools/sluice-bench/run.py`): generates the shared inputs and
 //! times the functions' pure paths (the same library calls their handlers make) and the raw
 //! codec crates, printing one JSON object per measurement on stdout.
 //!
