@@ -25,7 +25,8 @@ use sluice_aws::retry::{
     Backoff, Deadline, error_code, is_transient, retry_sdk_call, retry_transient_if,
 };
 use sluice_events::S3Notice;
-use sluice_lambda::FunctionError;
+use sluice_lambda::metrics::Metrics;
+use sluice_lambda::{FunctionError, LambdaEvent};
 
 use crate::config::Config;
 use crate::event::{Continuation, InvalidEvent, NotificationRecord, ObjectVersion, PollerEvent};
@@ -100,6 +101,36 @@ pub struct JobReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub jobs: Vec<JobReport>,
+}
+
+impl Summary {
+    /// One count per job under its action's metric name, and one `Outcome.<STATE>`
+    /// per outcome this invocation notified.
+    pub fn emit_metrics(&self) {
+        let mut metrics = Metrics::for_function();
+        for job in &self.jobs {
+            let name = match job.action {
+                Action::Skipped => "Skipped",
+                Action::Duplicate => "Duplicates",
+                Action::HandedOff => "HandOffs",
+                Action::Finished => "JobsFinished",
+                Action::RecordHandedOff => "NotificationRecordsHandedOff",
+                Action::NotificationRecorded => "NotificationsRecorded",
+                Action::NotifiedUnrecorded => "NotifiedUnrecorded",
+                Action::AlreadyNotified => "AlreadyNotified",
+                Action::Superseded => "Superseded",
+            };
+            metrics.count(name, 1);
+            if matches!(
+                job.action,
+                Action::Finished | Action::RecordHandedOff | Action::NotifiedUnrecorded
+            ) && let Some(outcome) = &job.detail
+            {
+                metrics.count(&format!("Outcome.{outcome}"), 1);
+            }
+        }
+        metrics.emit();
+    }
 }
 
 /// The one notification per job, published to SNS as JSON (the `default` message;
@@ -293,6 +324,26 @@ impl<A: JobApi> Poller<A> {
             sns,
             lambda,
             now_ms,
+        }
+    }
+
+    /// One Lambda invocation: the event handled, its metrics emitted; a failure is
+    /// logged and answered with its `errorType`.
+    pub async fn invoke(&self, event: LambdaEvent<Value>) -> Result<Summary, FunctionError> {
+        let invocation = Invocation {
+            request_id: event.context.request_id.clone(),
+            function_arn: event.context.invoked_function_arn.clone(),
+            deadline: Deadline::at_epoch_ms(event.context.deadline),
+        };
+        match self.handle(&event.payload, &invocation).await {
+            Ok(summary) => {
+                summary.emit_metrics();
+                Ok(summary)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "invocation failed");
+                Err(FunctionError::from(e))
+            }
         }
     }
 
