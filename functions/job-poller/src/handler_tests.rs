@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::*;
-use crate::job_api::memory::{InMemoryJobApi, running};
+use crate::job_api::fake::{InMemoryJobApi, running};
 use crate::table::test_items::{item, lapsed};
 
 const ME: &str = "req-me";
