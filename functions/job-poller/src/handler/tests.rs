@@ -22,7 +22,10 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::*;
+use crate::event::{Continuation, NotificationRecord};
 use crate::job_api::fake::{InMemoryJobApi, running};
+use crate::job_api::{ApiError, JobStatus};
+use crate::table::JobState;
 use crate::table::test_items::{item, lapsed};
 
 const ME: &str = "req-me";
