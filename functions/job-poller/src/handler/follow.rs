@@ -6,6 +6,7 @@
 
 use sluice_aws::retry::{Backoff, Transient, retry_transient_if};
 
+use super::reclaim::{OwnWrite, Reread, after_conflict};
 use super::summary::report;
 use super::{API_RETRY, Action, Invocation, JobReport, Notification, Poller, PollerError, Turn};
 use crate::event::{Continuation, InvalidEvent};
@@ -44,25 +45,22 @@ impl<A: JobApi> Poller<A> {
                 )
                 .await;
         }
-        let record = self
-            .table
-            .load(&next.source_id, &work)
-            .await?
-            .ok_or_else(|| PollerError::UnknownSource(next.source_id.clone()))?;
-        if record.held_by(next.generation, &inv.request_id)
-            && record.job_id.as_deref() == Some(next.job_id.as_str())
-        {
-            tracing::info!(source_id = %next.source_id, generation = next.generation, "retry resumes its own turn");
-            return self
-                .resume(
-                    record,
-                    next.generation,
-                    next.budget_remaining,
-                    next.poll_attempt,
-                    inv,
-                )
-                .await;
-        }
+        let own = OwnWrite::turn(&inv.request_id, next.generation, &next.job_id);
+        let record = match after_conflict(&self.table, &next.source_id, own, &work).await? {
+            Reread::Mine(record) => {
+                tracing::info!(source_id = %next.source_id, generation = next.generation, "retry resumes its own turn");
+                return self
+                    .resume(
+                        record,
+                        next.generation,
+                        next.budget_remaining,
+                        next.poll_attempt,
+                        inv,
+                    )
+                    .await;
+            }
+            Reread::Theirs(record) => record,
+        };
         if record.job_id.as_deref() == Some(next.job_id.as_str())
             && let Some(report) = self.take_over_if_gone(&record, inv).await?
         {

@@ -10,6 +10,7 @@ use aws_sdk_sns::types::MessageAttributeValue;
 use serde::{Deserialize, Serialize};
 use sluice_aws::retry::{error_code, is_transient, retry_sdk_call};
 
+use super::reclaim::{OwnWrite, Reread, after_conflict};
 use super::summary::report;
 use super::{AWS_RETRY, Action, Invocation, JobReport, Poller, PollerError, Turn};
 use crate::event::{InvalidEvent, NotificationRecord};
@@ -118,16 +119,15 @@ impl<A: JobApi> Poller<A> {
             )
             .await?;
         if !recorded {
-            let record = self
-                .table
-                .load(&turn.source_id, &work)
-                .await?
-                .ok_or_else(|| PollerError::UnknownSource(turn.source_id.clone()))?;
-            if record.state.is_terminal() && record.held_by(turn.generation, &inv.request_id) {
-                return self
-                    .notify_once(&Notification::from_record(&record), inv)
-                    .await;
-            }
+            let own = OwnWrite::outcome(&inv.request_id, turn.generation);
+            let record = match after_conflict(&self.table, &turn.source_id, own, &work).await? {
+                Reread::Mine(record) => {
+                    return self
+                        .notify_once(&Notification::from_record(&record), inv)
+                        .await;
+                }
+                Reread::Theirs(record) => record,
+            };
             tracing::warn!(
                 source_id = %turn.source_id,
                 generation = turn.generation,

@@ -7,6 +7,7 @@
 use sluice_aws::retry::{Transient, retry_transient_if};
 use sluice_events::S3Notice;
 
+use super::reclaim::{OwnWrite, Reread, after_conflict};
 use super::summary::report;
 use super::{API_RETRY, Action, Invocation, JobReport, Poller, PollerError, Turn};
 use crate::event::ObjectVersion;
@@ -93,7 +94,7 @@ impl<A: JobApi> Poller<A> {
                 )
                 .await
             }
-            SourceClaim::Exists(record) if record.held_by(0, &inv.request_id) => {
+            SourceClaim::Exists(record) if OwnWrite::first_turn(&inv.request_id).is_in(&record) => {
                 let budget = self.config.max_generations - 1;
                 self.resume(*record, 0, budget, 0, inv).await
             }
@@ -168,26 +169,23 @@ impl<A: JobApi> Poller<A> {
                 // The condition failed: another delivery recorded the start, or this very
                 // invocation did and the answer was lost (the retried write then finds
                 // its own turn). Only the turn's holder follows the job.
-                let record = self
-                    .table
-                    .load(source_id, &work)
-                    .await?
-                    .ok_or_else(|| PollerError::UnknownSource(source_id.to_owned()))?;
-                if record.held_by(0, &inv.request_id)
-                    && record.job_id.as_deref() == Some(job_id.as_str())
-                {
-                    tracing::info!(%source_id, %job_id, "start recorded by this invocation's earlier attempt");
-                    let budget = self.config.max_generations - 1;
-                    self.resume(record, 0, budget, 0, inv).await
-                } else {
-                    tracing::info!(%source_id, %job_id, "a concurrent delivery recorded the start first");
-                    Ok(report(
-                        source_id,
-                        Some(&job_id),
-                        Some(0),
-                        Action::Duplicate,
-                        "start recorded by another invocation".to_owned(),
-                    ))
+                let own = OwnWrite::turn(&inv.request_id, 0, &job_id);
+                match after_conflict(&self.table, source_id, own, &work).await? {
+                    Reread::Mine(record) => {
+                        tracing::info!(%source_id, %job_id, "start recorded by this invocation's earlier attempt");
+                        let budget = self.config.max_generations - 1;
+                        self.resume(record, 0, budget, 0, inv).await
+                    }
+                    Reread::Theirs(_) => {
+                        tracing::info!(%source_id, %job_id, "a concurrent delivery recorded the start first");
+                        Ok(report(
+                            source_id,
+                            Some(&job_id),
+                            Some(0),
+                            Action::Duplicate,
+                            "start recorded by another invocation".to_owned(),
+                        ))
+                    }
                 }
             }
             Err(e) if e.is_transient() => Err(PollerError::Start {
