@@ -11,20 +11,20 @@
 //! - one outcome, one notification: the outcome is written only by the turn holder,
 //!   the notification only by whoever claims `notify_owner` first, and never again
 //!   once `notified_at` is set. A retry of the same invocation (Lambda retries async
-//!   invocations with the same request id) may resume its own turn or claim: [`reclaim`]
+//!   invocations with the same request id) may resume its own turn or claim: `reclaim`
 //!   tells, after a conditional write fails, whether that earlier attempt made it.
 //!
 //! One module per concern, each deciding one thing:
-//! - [`start`]: a new report → claim its object version, start its job (or find the
+//! - `start`: a new report → claim its object version, start its job (or find the
 //!   one an earlier attempt started), and hold generation 0's turn;
-//! - [`follow`]: poll while time remains, then hand over to the next generation by an
+//! - `follow`: poll while time remains, then hand over to the next generation by an
 //!   asynchronous self-invoke, claim (or take over) a generation's turn;
-//! - [`notify`]: record the outcome while holding the turn, publish the one SNS
+//! - `notify`: record the outcome while holding the turn, publish the one SNS
 //!   notification, and record that it was published;
-//! - [`reclaim`]: after a conditional write lost, whether it lost to this
+//! - `reclaim`: after a conditional write lost, whether it lost to this
 //!   invocation's own earlier attempt (the one check every step uses);
-//! - [`summary`]: what the invocation answers, and the metrics it emits;
-//! - [`error`]: every failure, and whether a retry can succeed.
+//! - `summary`: what the invocation answers, and the metrics it emits;
+//! - `error`: every failure, and whether a retry can succeed.
 
 mod error;
 mod follow;
