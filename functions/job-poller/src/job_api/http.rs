@@ -1,24 +1,7 @@
-//! The external job API: the contract, its errors, and the HTTP client.
-//!
-//! A small REST contract modelled on BI tools that ingest a report and run an ETL
-//! job over it (the seed's Birst):
-//!
-//! | call | request | answer |
-//! |---|---|---|
-//! | start | `POST {base}/jobs`, body `{"source": {...}, "idempotency_key": "..."}`, header `Idempotency-Key` | `200/201/202 {"job_id": "...", "status": "RUNNING"}`; the same key always answers the same `job_id` |
-//! | status | `GET {base}/jobs/{job_id}` | `200 {"job_id": "...", "status": "RUNNING" \| "SUCCEEDED" \| "FAILED", "message": "..."}`; `404` for a job it does not know |
-//!
-//! Every call carries `Authorization: Bearer <token>`. `429`, `5xx`, connection
-//! failures, timeouts and unreadable answers are transient; `401`/`403` mean the token
-//! is wrong (the token is re-read once before giving up); other `4xx` are rejections.
-//! An answer is read up to a size limit (`JOB_API_MAX_ANSWER_BYTES`): a longer one is
-//! refused as [`ApiError::TooLarge`] without reading the rest, and a `job_id` longer
-//! than [`MAX_JOB_ID_BYTES`] is refused as unusable.
-//!
-//! The handler sees only the [`JobApi`] trait, so its decisions are tested with an
-//! in-memory API and no network.
+//! The job API over HTTP(S): what goes on the wire and how each answer is read and
+//! classified (transient, rejected, unauthorized, too large). Decides only that
+//! classification; what to do about it is the handler's.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,122 +13,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::{Deserialize, Serialize};
-use sluice_aws::retry::Transient;
+use serde::Deserialize;
 
-use crate::token::{TokenError, TokenSource};
-
-/// The object a job is started for, as sent to the job API and in notifications.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobSource {
-    pub bucket: String,
-    pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequencer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version_id: Option<String>,
-    /// `s3://bucket/key`, for people and tools that want one string.
-    pub uri: String,
-}
-
-/// `POST /jobs` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StartRequest {
-    pub source: JobSource,
-    pub idempotency_key: String,
-}
-
-/// What the API says about a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobStatus {
-    /// Not finished; `status` as the API spelled it (`RUNNING`, `QUEUED`, …).
-    Running {
-        status: String,
-    },
-    Succeeded {
-        message: Option<String>,
-    },
-    Failed {
-        message: Option<String>,
-    },
-}
-
-impl JobStatus {
-    /// Maps the API's status word: `SUCCEEDED` and `FAILED` (or `CANCELLED`) are
-    /// terminal, anything else means the job is still going.
-    pub fn from_wire(status: &str, message: Option<String>) -> Self {
-        match status.to_ascii_uppercase().as_str() {
-            "SUCCEEDED" => JobStatus::Succeeded { message },
-            "FAILED" | "CANCELLED" | "CANCELED" => JobStatus::Failed { message },
-            _ => JobStatus::Running {
-                status: status.to_owned(),
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    /// Worth another attempt: 429, 5xx, connection failure, timeout, unreadable answer.
-    #[error("job API {operation} failed transiently: {detail}")]
-    Transient {
-        operation: &'static str,
-        detail: String,
-    },
-    /// `GET /jobs/{id}` answered 404.
-    #[error("job API does not know job {job_id:?} (HTTP 404)")]
-    UnknownJob { job_id: String },
-    /// 401/403, still after re-reading the token.
-    #[error("job API refused the token for {operation} (HTTP {status})")]
-    Unauthorized {
-        operation: &'static str,
-        status: u16,
-    },
-    /// Any other 4xx: the request itself is wrong and will stay wrong.
-    #[error("job API rejected {operation} (HTTP {status}): {body}")]
-    Rejected {
-        operation: &'static str,
-        status: u16,
-        body: String,
-    },
-    /// The answer was longer than the poller reads (`JOB_API_MAX_ANSWER_BYTES`).
-    #[error(
-        "job API's answer to {operation} is longer than {limit} bytes (JOB_API_MAX_ANSWER_BYTES); not read"
-    )]
-    TooLarge {
-        operation: &'static str,
-        limit: usize,
-    },
-    /// The token could not be read from its store.
-    #[error(transparent)]
-    Token(#[from] TokenError),
-}
-
-impl Transient for ApiError {
-    fn is_transient(&self) -> bool {
-        match self {
-            ApiError::Transient { .. } => true,
-            ApiError::Token(e) => e.is_transient(),
-            ApiError::UnknownJob { .. }
-            | ApiError::Unauthorized { .. }
-            | ApiError::Rejected { .. }
-            | ApiError::TooLarge { .. } => false,
-        }
-    }
-}
-
-/// The two calls the poller makes. `Send` futures, so handlers can be spawned.
-pub trait JobApi: Send + Sync {
-    /// Starts (or, for a known idempotency key, finds) the job; returns its id.
-    fn start(
-        &self,
-        request: &StartRequest,
-    ) -> impl Future<Output = Result<String, ApiError>> + Send;
-    /// The job's current status.
-    fn status(&self, job_id: &str) -> impl Future<Output = Result<JobStatus, ApiError>> + Send;
-}
+use super::{
+    ApiError, DEFAULT_MAX_ANSWER_BYTES, JobApi, JobStatus, MAX_JOB_ID_BYTES, StartRequest,
+};
+use crate::token::TokenSource;
 
 #[derive(Debug, Deserialize)]
 struct StartAnswer {
@@ -168,13 +41,6 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Longest response body kept in an error message.
 const BODY_SNIPPET: usize = 300;
-
-/// Default for `JOB_API_MAX_ANSWER_BYTES`: the longest answer read (1 MiB).
-pub const DEFAULT_MAX_ANSWER_BYTES: usize = 1 << 20;
-
-/// Longest `job_id` accepted from a start answer: it goes into a URL path, the jobs
-/// table item and the notification.
-pub const MAX_JOB_ID_BYTES: usize = 1024;
 
 /// The job API over HTTP(S), with the bearer token from `T`.
 #[derive(Clone)]
@@ -430,118 +296,9 @@ impl<T: TokenSource> JobApi for HttpJobApi<T> {
 }
 
 #[cfg(test)]
-pub mod memory {
-    //! An in-memory job API for handler tests: scripted answers per call.
-
-    use super::*;
-    use std::collections::{HashMap, VecDeque};
-    use std::sync::Mutex;
-
-    #[derive(Debug, Default)]
-    pub struct InMemoryJobApi {
-        inner: Mutex<State>,
-    }
-
-    #[derive(Debug, Default)]
-    struct State {
-        /// idempotency key → job id (the API's own deduplication).
-        jobs: HashMap<String, String>,
-        start_errors: VecDeque<ApiError>,
-        /// job id → answers, in order; the last one repeats.
-        statuses: HashMap<String, VecDeque<Result<JobStatus, ApiError>>>,
-        starts: Vec<StartRequest>,
-        status_calls: Vec<tokio::time::Instant>,
-    }
-
-    impl InMemoryJobApi {
-        pub fn new() -> Self {
-            Self::default()
-        }
-
-        /// The next start calls fail with these errors, in order.
-        pub fn fail_starts(&self, errors: impl IntoIterator<Item = ApiError>) {
-            self.inner.lock().unwrap().start_errors.extend(errors);
-        }
-
-        /// Status answers for `job_id`, in order; the last repeats forever.
-        pub fn script(
-            &self,
-            job_id: &str,
-            answers: impl IntoIterator<Item = Result<JobStatus, ApiError>>,
-        ) {
-            self.inner
-                .lock()
-                .unwrap()
-                .statuses
-                .insert(job_id.to_owned(), answers.into_iter().collect());
-        }
-
-        pub fn starts(&self) -> Vec<StartRequest> {
-            self.inner.lock().unwrap().starts.clone()
-        }
-
-        pub fn status_calls(&self) -> usize {
-            self.inner.lock().unwrap().status_calls.len()
-        }
-
-        /// When each status call was made (tokio's clock, paused in tests).
-        pub fn status_call_times(&self) -> Vec<tokio::time::Instant> {
-            self.inner.lock().unwrap().status_calls.clone()
-        }
-    }
-
-    pub fn running() -> Result<JobStatus, ApiError> {
-        Ok(JobStatus::Running {
-            status: "RUNNING".to_owned(),
-        })
-    }
-
-    /// Handlers under test borrow the API, so tests can inspect it afterwards.
-    impl JobApi for &InMemoryJobApi {
-        async fn start(&self, request: &StartRequest) -> Result<String, ApiError> {
-            (**self).start(request).await
-        }
-
-        async fn status(&self, job_id: &str) -> Result<JobStatus, ApiError> {
-            (**self).status(job_id).await
-        }
-    }
-
-    impl JobApi for InMemoryJobApi {
-        async fn start(&self, request: &StartRequest) -> Result<String, ApiError> {
-            let mut state = self.inner.lock().unwrap();
-            state.starts.push(request.clone());
-            if let Some(err) = state.start_errors.pop_front() {
-                return Err(err);
-            }
-            let next = format!("job-{}", state.jobs.len() + 1);
-            Ok(state
-                .jobs
-                .entry(request.idempotency_key.clone())
-                .or_insert(next)
-                .clone())
-        }
-
-        async fn status(&self, job_id: &str) -> Result<JobStatus, ApiError> {
-            let mut state = self.inner.lock().unwrap();
-            state.status_calls.push(tokio::time::Instant::now());
-            let Some(answers) = state.statuses.get_mut(job_id) else {
-                return Err(ApiError::UnknownJob {
-                    job_id: job_id.to_owned(),
-                });
-            };
-            if answers.len() > 1 {
-                answers.pop_front().unwrap()
-            } else {
-                answers.front().cloned().unwrap_or_else(running)
-            }
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_aws::retry::Transient;
 
     #[test]
     fn start_answer_gives_the_job_id() {
@@ -652,6 +409,9 @@ mod over_http {
     //! The HTTP client against a canned HTTP/1.1 server on 127.0.0.1 (this process).
 
     use super::*;
+    use crate::job_api::JobSource;
+    use crate::token::TokenError;
+    use sluice_aws::retry::Transient;
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
