@@ -28,6 +28,7 @@
 //! `SendMessageBatch` that *succeeds* with failed entries) and the Lambda deadline.
 //! Every loop checks the deadline before each sleep and never sleeps past it.
 
+mod batch_send;
 mod batching;
 pub mod clients;
 pub mod dynamodb;
