@@ -38,8 +38,8 @@ pub mod retry;
 pub mod s3;
 pub mod sqs;
 
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_support;
 
 pub use dynamodb::{
     DynamoError, UpdateOutcome, get_item, put_conditional, put_if_absent, update_conditional,
