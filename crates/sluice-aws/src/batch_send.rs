@@ -21,9 +21,9 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::batching::split_by_limits;
+use crate::error::AwsError;
 use crate::retry::{
-    Backoff, DEADLINE_EXCEEDED, Deadline, MISSING_RESULT_ENTRY, error_code, error_message,
-    is_transient, pause_before_retry,
+    Backoff, DEADLINE_EXCEEDED, Deadline, MISSING_RESULT_ENTRY, pause_before_retry,
 };
 
 /// Why one entry of a call was not written.
@@ -52,23 +52,22 @@ impl EntryFailure {
 /// A whole call that failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CallFailure {
-    pub code: String,
-    pub message: String,
-    /// Another attempt could succeed ([`is_transient`]).
-    pub transient: bool,
+    pub error: AwsError,
     /// The service answered with a 4xx: the request was at fault.
     pub sender_fault: bool,
 }
 
 impl CallFailure {
-    pub fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Self
+    pub fn from_sdk<E>(
+        service: &'static str,
+        operation: &'static str,
+        err: &SdkError<E, HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         Self {
-            code: error_code(err),
-            message: error_message(err),
-            transient: is_transient(err),
+            error: AwsError::from_sdk(service, operation, err),
             sender_fault: err
                 .raw_response()
                 .is_some_and(|r| r.status().is_client_error()),
@@ -245,26 +244,26 @@ async fn send_group<C: BatchCall>(
                 pending = again;
             }
             Err(failure) => {
-                if !failure.transient {
+                if !failure.error.is_transient() {
                     tracing::warn!(
                         operation = C::OPERATION,
-                        code = failure.code,
-                        message = failure.message,
+                        code = failure.error.code,
+                        message = failure.error.message,
                         "batch call failed permanently"
                     );
                     let unusable = call.unusable(&failure);
                     sent.failed.extend(pending.into_iter().map(|p| Failed {
                         index: p.index,
-                        code: failure.code.clone(),
-                        message: failure.message.clone(),
+                        code: failure.error.code.clone(),
+                        message: failure.error.message.clone(),
                         sender_fault: failure.sender_fault,
                     }));
                     return unusable;
                 }
                 for entry in &mut pending {
                     entry.last_error = Some(EntryFailure {
-                        code: failure.code.clone(),
-                        message: failure.message.clone(),
+                        code: failure.error.code.clone(),
+                        message: failure.error.message.clone(),
                         retryable: true,
                         sender_fault: false,
                     });
@@ -286,6 +285,7 @@ async fn send_group<C: BatchCall>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use std::cell::RefCell;
 
     /// A call that answers from a script: per call, the failures to report, or an error.
@@ -313,8 +313,8 @@ mod tests {
         }
 
         fn unusable(&self, failure: &CallFailure) -> Option<EntryFailure> {
-            (failure.code == "Gone").then(|| EntryFailure {
-                code: failure.code.clone(),
+            (failure.error.code == "Gone").then(|| EntryFailure {
+                code: failure.error.code.clone(),
                 message: "later".to_owned(),
                 retryable: false,
                 sender_fault: true,
@@ -342,10 +342,19 @@ mod tests {
     }
 
     fn call_failure(code: &str, transient: bool) -> CallFailure {
+        let kind = if transient {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        };
         CallFailure {
-            code: code.to_owned(),
-            message: format!("{code}!"),
-            transient,
+            error: AwsError {
+                kind,
+                service: "Test",
+                operation: "Scripted",
+                code: code.to_owned(),
+                message: format!("{code}!"),
+            },
             sender_fault: !transient,
         }
     }

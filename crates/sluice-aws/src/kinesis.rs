@@ -256,7 +256,7 @@ impl BatchCall for PutRecordsWriter {
         let output = deadline
             .bound(request.set_records(Some(entries)).send())
             .await
-            .map_err(|err| CallFailure::from_sdk(&err))?;
+            .map_err(|err| CallFailure::from_sdk("Kinesis", Self::OPERATION, &err))?;
         let results = output.records();
         let failed = results.iter().enumerate().filter_map(|(position, result)| {
             let code = result.error_code()?;
@@ -276,8 +276,8 @@ impl BatchCall for PutRecordsWriter {
     }
 
     fn unusable(&self, failure: &CallFailure) -> Option<EntryFailure> {
-        is_stream_unusable(&failure.code).then(|| EntryFailure {
-            code: failure.code.clone(),
+        is_stream_unusable(&failure.error.code).then(|| EntryFailure {
+            code: failure.error.code.clone(),
             message: "not sent: an earlier call to the stream failed with this error".to_owned(),
             retryable: false,
             sender_fault: false,

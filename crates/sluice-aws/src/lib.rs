@@ -7,6 +7,8 @@
 //!   `AWS_ENDPOINT_URL[_<SERVICE>]`, S3 switched to path-style addressing then).
 //! - [`retry`]: [`Deadline`], [`Backoff`], [`retry_transient`] and the one place
 //!   where SDK errors are classified transient or permanent ([`is_transient`]).
+//! - [`error`]: [`ErrorKind`] and [`AwsError`] — that classification as one error for
+//!   every service; [`S3Error`] and [`DynamoError`] answer `kind()` from it.
 //! - [`kinesis`]: [`PutRecordsWriter`] — ≤500 records / ≤5 MiB per call, oversize
 //!   records rejected up front, only failed entries resent.
 //! - [`sqs`]: [`SendBatchWriter`] — ≤10 entries / ≤256 KiB per call, caller ids mapped
@@ -32,6 +34,7 @@ mod batch_send;
 mod batching;
 pub mod clients;
 pub mod dynamodb;
+pub mod error;
 pub mod idempotency;
 pub mod kinesis;
 pub mod retry;
@@ -44,6 +47,7 @@ pub mod test_support;
 pub use dynamodb::{
     DynamoError, UpdateOutcome, get_item, put_conditional, put_if_absent, update_conditional,
 };
+pub use error::{AwsError, ErrorKind};
 pub use idempotency::{Begin, IdempotencyStore};
 pub use kinesis::{
     FailedRecord, OutgoingRecord, PutRecordsWriter, PutReport, RejectReason, Rejected,

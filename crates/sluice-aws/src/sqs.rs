@@ -251,7 +251,7 @@ impl BatchCall for SendBatchCall<'_> {
         let output = deadline
             .bound(call)
             .await
-            .map_err(|err| CallFailure::from_sdk(&err))?;
+            .map_err(|err| CallFailure::from_sdk("SQS", Self::OPERATION, &err))?;
         let written: HashSet<&str> = output.successful().iter().map(|s| s.id()).collect();
         let failures: HashMap<&str, _> = output.failed().iter().map(|f| (f.id(), f)).collect();
         let failed = ids.iter().enumerate().filter_map(|(position, id)| {
@@ -275,10 +275,10 @@ impl BatchCall for SendBatchCall<'_> {
     }
 
     fn unusable(&self, failure: &CallFailure) -> Option<EntryFailure> {
-        let unusable = QUEUE_UNUSABLE_CODES.contains(&failure.code.as_str());
+        let unusable = QUEUE_UNUSABLE_CODES.contains(&failure.error.code.as_str());
         unusable.then(|| EntryFailure {
-            code: failure.code.clone(),
-            message: failure.message.clone(),
+            code: failure.error.code.clone(),
+            message: failure.error.message.clone(),
             retryable: false,
             sender_fault: true,
         })
