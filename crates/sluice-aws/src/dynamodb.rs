@@ -21,9 +21,8 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::retry::{
-    Backoff, Deadline, error_code, error_message, is_transient, retry_sdk_call, retry_transient,
-};
+use crate::error::{AwsError, ErrorKind};
+use crate::retry::{Backoff, Deadline, retry_sdk_call, retry_transient};
 
 const CONDITIONAL_CHECK_FAILED: &str = "ConditionalCheckFailedException";
 
@@ -63,9 +62,17 @@ pub enum DynamoError {
 }
 
 impl DynamoError {
+    /// What the failure means, in the classification every service shares.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Permanent { .. } => ErrorKind::Permanent,
+            Self::OutOfTime { .. } => ErrorKind::OutOfTime,
+        }
+    }
+
     /// Whether a later attempt (e.g. the event's redelivery) could succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::OutOfTime { .. })
+        self.kind().is_retryable()
     }
 
     pub fn code(&self) -> &str {
@@ -83,9 +90,21 @@ impl DynamoError {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let code = error_code(err);
-        let message = error_message(err);
-        if is_transient(err) {
+        Self::on_item(AwsError::from_sdk("DynamoDB", operation, err), table, key)
+    }
+
+    /// A classified call's failure, about the item `key` of `table`. The helpers retry
+    /// transient failures until time runs out, so a transient one is
+    /// [`DynamoError::OutOfTime`].
+    pub fn on_item(err: AwsError, table: String, key: String) -> Self {
+        let AwsError {
+            kind,
+            operation,
+            code,
+            message,
+            ..
+        } = err;
+        if kind.is_retryable() {
             Self::OutOfTime {
                 operation,
                 table,
@@ -101,6 +120,26 @@ impl DynamoError {
                 code,
                 message,
             }
+        }
+    }
+}
+
+impl From<DynamoError> for AwsError {
+    fn from(err: DynamoError) -> Self {
+        let kind = err.kind();
+        let message = err.to_string();
+        let (DynamoError::Permanent {
+            operation, code, ..
+        }
+        | DynamoError::OutOfTime {
+            operation, code, ..
+        }) = err;
+        Self {
+            kind,
+            service: "DynamoDB",
+            operation,
+            code,
+            message,
         }
     }
 }

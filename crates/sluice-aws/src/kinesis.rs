@@ -23,11 +23,10 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_smithy_types::Blob;
 
-use crate::batching::split_by_limits;
-use crate::retry::{
-    Backoff, DEADLINE_EXCEEDED, Deadline, MISSING_RESULT_ENTRY, error_code, error_message,
-    is_transient, is_transient_code, pause_before_retry,
+use crate::batch_send::{
+    BatchCall, CallFailure, CallResult, EntryFailure, Limits, Outgoing, Retry, send_all,
 };
+use crate::retry::{Backoff, Deadline, is_transient_code};
 
 pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
@@ -121,30 +120,6 @@ pub struct PutRecordsWriter {
     call_reserve: Duration,
 }
 
-/// A validated record on its way out.
-struct Pending {
-    index: usize,
-    size: usize,
-    entry: PutRecordsRequestEntry,
-    last_error: Option<(String, String)>,
-}
-
-impl Pending {
-    fn into_failure(self) -> FailedRecord {
-        let (error_code, message) = self.last_error.unwrap_or_else(|| {
-            (
-                DEADLINE_EXCEEDED.to_owned(),
-                "not sent: the deadline had passed".to_owned(),
-            )
-        });
-        FailedRecord {
-            index: self.index,
-            error_code,
-            message,
-        }
-    }
-}
-
 fn validate(record: &OutgoingRecord) -> Result<(), RejectReason> {
     let chars = record.partition_key.chars().count();
     if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
@@ -216,11 +191,11 @@ impl PutRecordsWriter {
     /// next backoff would pass `deadline`. Never panics on service errors: everything
     /// not written is in the report.
     pub async fn put_all(&self, records: Vec<OutgoingRecord>, deadline: &Deadline) -> PutReport {
-        let mut report = PutReport::default();
-        let mut pending = Vec::with_capacity(records.len());
+        let mut rejected = Vec::new();
+        let mut outgoing = Vec::with_capacity(records.len());
         for (index, record) in records.into_iter().enumerate() {
             if let Err(reason) = validate(&record) {
-                report.rejected.push(Rejected { index, reason });
+                rejected.push(Rejected { index, reason });
                 continue;
             }
             let size = record.size();
@@ -230,32 +205,31 @@ impl PutRecordsWriter {
                 .set_explicit_hash_key(record.explicit_hash_key)
                 .build()
                 .expect("partition key and data are set");
-            pending.push(Pending {
-                index,
-                size,
-                entry,
-                last_error: None,
-            });
+            outgoing.push(Outgoing { index, size, entry });
         }
-
-        let mut groups = split_by_limits(pending, MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL, |p| {
-            p.size
-        })
-        .into_iter();
-        while let Some(group) = groups.next() {
-            if let Some(code) = self.put_group(group, deadline, &mut report).await {
-                // Same error for every later group: fail them without calling.
-                for pending in groups.by_ref().flatten() {
-                    report.failed.push(FailedRecord {
-                        index: pending.index,
-                        error_code: code.clone(),
-                        message: "not sent: an earlier call to the stream failed with this error"
-                            .to_owned(),
-                    });
-                }
-            }
-        }
-        report.failed.sort_by_key(|failed| failed.index);
+        let limits = Limits {
+            max_entries: MAX_RECORDS_PER_CALL,
+            max_bytes: MAX_BYTES_PER_CALL,
+        };
+        let retry = Retry {
+            backoff: &self.backoff,
+            deadline,
+            call_reserve: self.call_reserve,
+        };
+        let sent = send_all(self, outgoing, limits, retry).await;
+        let report = PutReport {
+            written: sent.written.len(),
+            failed: sent
+                .failed
+                .into_iter()
+                .map(|f| FailedRecord {
+                    index: f.index,
+                    error_code: f.code,
+                    message: f.message,
+                })
+                .collect(),
+            rejected,
+        };
         if !report.is_complete() {
             tracing::debug!(
                 written = report.written,
@@ -266,100 +240,55 @@ impl PutRecordsWriter {
         }
         report
     }
+}
 
-    /// Sends one group until done; returns the error code when the stream itself is
-    /// unusable (so later groups need not be tried).
-    async fn put_group(
-        &self,
-        mut pending: Vec<Pending>,
-        deadline: &Deadline,
-        report: &mut PutReport,
-    ) -> Option<String> {
-        let mut attempt = 0u32;
-        // The last moment a call may start; calls themselves are cut off at `deadline`.
-        let start_by = deadline.with_margin(self.call_reserve);
-        loop {
-            if start_by.is_past() {
-                report
-                    .failed
-                    .extend(pending.into_iter().map(Pending::into_failure));
-                return None;
-            }
-            let entries = pending.iter().map(|p| p.entry.clone()).collect();
-            let request = match &self.stream {
-                StreamTarget::Name(name) => self.client.put_records().stream_name(name),
-                StreamTarget::Arn(arn) => self.client.put_records().stream_arn(arn),
+impl BatchCall for PutRecordsWriter {
+    type Entry = PutRecordsRequestEntry;
+    const OPERATION: &'static str = "PutRecords";
+
+    /// Results come back by position; an entry with an `ErrorCode` failed.
+    async fn send(&self, entries: Vec<PutRecordsRequestEntry>, deadline: &Deadline) -> CallResult {
+        let count = entries.len();
+        let request = match &self.stream {
+            StreamTarget::Name(name) => self.client.put_records().stream_name(name),
+            StreamTarget::Arn(arn) => self.client.put_records().stream_arn(arn),
+        };
+        let output = deadline
+            .bound(request.set_records(Some(entries)).send())
+            .await
+            .map_err(|err| CallFailure::from_sdk("Kinesis", Self::OPERATION, &err))?;
+        let results = output.records();
+        let failed = results.iter().enumerate().filter_map(|(position, result)| {
+            let code = result.error_code()?;
+            let failure = EntryFailure {
+                code: code.to_owned(),
+                message: result.error_message().unwrap_or_default().to_owned(),
+                retryable: !is_permanent_entry_error(code),
+                sender_fault: false,
             };
-            match deadline
-                .bound(request.set_records(Some(entries)).send())
-                .await
-            {
-                Ok(output) => {
-                    let results = output.records();
-                    let mut retry = Vec::new();
-                    for (position, mut record) in pending.into_iter().enumerate() {
-                        let Some(result) = results.get(position) else {
-                            record.last_error = Some((
-                                MISSING_RESULT_ENTRY.to_owned(),
-                                format!("response had {} results for more entries", results.len()),
-                            ));
-                            retry.push(record);
-                            continue;
-                        };
-                        match result.error_code() {
-                            None => report.written += 1,
-                            Some(code) => {
-                                record.last_error = Some((
-                                    code.to_owned(),
-                                    result.error_message().unwrap_or_default().to_owned(),
-                                ));
-                                if is_permanent_entry_error(code) {
-                                    report.failed.push(record.into_failure());
-                                } else {
-                                    retry.push(record);
-                                }
-                            }
-                        }
-                    }
-                    pending = retry;
-                }
-                Err(err) => {
-                    let code = error_code(&err);
-                    let message = error_message(&err);
-                    if !is_transient(&err) {
-                        tracing::warn!(code, message, "PutRecords call failed permanently");
-                        let unusable = is_stream_unusable(&code).then(|| code.clone());
-                        report
-                            .failed
-                            .extend(pending.into_iter().map(|p| FailedRecord {
-                                index: p.index,
-                                error_code: code.clone(),
-                                message: message.clone(),
-                            }));
-                        return unusable;
-                    }
-                    for record in &mut pending {
-                        record.last_error = Some((code.clone(), message.clone()));
-                    }
-                }
-            }
-            if pending.is_empty() {
-                return None;
-            }
-            if !pause_before_retry(&self.backoff, attempt, &start_by).await {
-                report
-                    .failed
-                    .extend(pending.into_iter().map(Pending::into_failure));
-                return None;
-            }
-            attempt = attempt.saturating_add(1);
-        }
+            Some((position, failure))
+        });
+        let missing = (results.len()..count).map(|position| {
+            let message = format!("response had {} results for more entries", results.len());
+            (position, EntryFailure::missing(message))
+        });
+        Ok(failed.chain(missing).collect())
+    }
+
+    fn unusable(&self, failure: &CallFailure) -> Option<EntryFailure> {
+        is_stream_unusable(&failure.error.code).then(|| EntryFailure {
+            code: failure.error.code.clone(),
+            message: "not sent: an earlier call to the stream failed with this error".to_owned(),
+            retryable: false,
+            sender_fault: false,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::DEADLINE_EXCEEDED;
     use crate::test_support::json_error;
     use aws_sdk_kinesis::config::retry::RetryConfig;
     use aws_sdk_kinesis::operation::put_records::{PutRecordsInput, PutRecordsOutput};

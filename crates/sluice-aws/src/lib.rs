@@ -7,6 +7,8 @@
 //!   `AWS_ENDPOINT_URL[_<SERVICE>]`, S3 switched to path-style addressing then).
 //! - [`retry`]: [`Deadline`], [`Backoff`], [`retry_transient`] and the one place
 //!   where SDK errors are classified transient or permanent ([`is_transient`]).
+//! - [`error`]: [`ErrorKind`] and [`AwsError`] — that classification as one error for
+//!   every service; [`S3Error`] and [`DynamoError`] answer `kind()` from it.
 //! - [`kinesis`]: [`PutRecordsWriter`] — ≤500 records / ≤5 MiB per call, oversize
 //!   records rejected up front, only failed entries resent.
 //! - [`sqs`]: [`SendBatchWriter`] — ≤10 entries / ≤256 KiB per call, caller ids mapped
@@ -28,21 +30,24 @@
 //! `SendMessageBatch` that *succeeds* with failed entries) and the Lambda deadline.
 //! Every loop checks the deadline before each sleep and never sleeps past it.
 
+mod batch_send;
 mod batching;
 pub mod clients;
 pub mod dynamodb;
+pub mod error;
 pub mod idempotency;
 pub mod kinesis;
 pub mod retry;
 pub mod s3;
 pub mod sqs;
 
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_support;
 
 pub use dynamodb::{
     DynamoError, UpdateOutcome, get_item, put_conditional, put_if_absent, update_conditional,
 };
+pub use error::{AwsError, ErrorKind};
 pub use idempotency::{Begin, IdempotencyStore};
 pub use kinesis::{
     FailedRecord, OutgoingRecord, PutRecordsWriter, PutReport, RejectReason, Rejected,

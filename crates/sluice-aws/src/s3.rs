@@ -13,9 +13,8 @@ use bytes::Bytes;
 
 use std::future::Future;
 
-use crate::retry::{
-    Backoff, Deadline, error_code, error_message, is_transient, retry_transient_if,
-};
+use crate::error::{AwsError, ErrorKind};
+use crate::retry::{Backoff, Deadline, retry_transient_if};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum S3Error {
@@ -48,9 +47,18 @@ pub enum S3Error {
 }
 
 impl S3Error {
+    /// What the failure means, in the classification every service shares.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::Transient { .. } => ErrorKind::Transient,
+            Self::Permanent { .. } | Self::TooLarge { .. } => ErrorKind::Permanent,
+        }
+    }
+
     /// Whether a later attempt could succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+        self.kind().is_retryable()
     }
 
     /// Whether this is an attempt cut off at the deadline (no answer, cause unknown).
@@ -75,25 +83,59 @@ impl S3Error {
     where
         E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
     {
+        Self::on_object(AwsError::from_sdk("S3", operation, err), bucket, key)
+    }
+
+    /// A classified call's failure, about `s3://bucket/key`.
+    pub fn on_object(err: AwsError, bucket: &str, key: &str) -> Self {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        let code = error_code(err);
-        let message = error_message(err);
-        if is_transient(err) {
-            Self::Transient {
+        let AwsError {
+            kind,
+            operation,
+            code,
+            message,
+            ..
+        } = err;
+        match kind {
+            ErrorKind::NotFound => Self::NotFound { bucket, key },
+            ErrorKind::Transient | ErrorKind::OutOfTime => Self::Transient {
                 operation,
                 bucket,
                 key,
                 code,
                 message,
-            }
-        } else {
-            Self::Permanent {
+            },
+            ErrorKind::Permanent => Self::Permanent {
                 operation,
                 bucket,
                 key,
                 code,
                 message,
+            },
+        }
+    }
+}
+
+impl From<S3Error> for AwsError {
+    fn from(err: S3Error) -> Self {
+        let kind = err.kind();
+        let message = err.to_string();
+        let (operation, code) = match err {
+            S3Error::Transient {
+                operation, code, ..
             }
+            | S3Error::Permanent {
+                operation, code, ..
+            } => (operation, code),
+            S3Error::NotFound { .. } => ("GetObject", "NoSuchKey".to_owned()),
+            S3Error::TooLarge { .. } => ("GetObject", "TooLarge".to_owned()),
+        };
+        Self {
+            kind,
+            service: "S3",
+            operation,
+            code,
+            message,
         }
     }
 }

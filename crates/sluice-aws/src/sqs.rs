@@ -19,16 +19,16 @@
 //! the queue itself is unusable (does not exist, access denied) the later groups too,
 //! without calling again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
-use crate::batching::split_by_limits;
-use crate::retry::{
-    Backoff, DEADLINE_EXCEEDED, Deadline, MISSING_RESULT_ENTRY, error_code, error_message,
-    is_transient, pause_before_retry,
+use crate::batch_send::{
+    BatchCall, CallFailure, CallResult, EntryFailure, Failed, Limits, Outgoing, Retry, send_all,
 };
+use crate::retry::{Backoff, Deadline};
 
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
 pub const MAX_BYTES_PER_CALL: usize = 256 * 1024;
@@ -139,58 +139,6 @@ pub struct SendBatchWriter {
     backoff: Backoff,
 }
 
-struct Pending {
-    index: usize,
-    size: usize,
-    entry: SendMessageBatchRequestEntry,
-    last_error: Option<(String, String)>,
-}
-
-/// Outcomes by input position, turned into a [`SendReport`] at the end.
-struct Outcomes {
-    ids: Vec<String>,
-    sent: Vec<usize>,
-    failed: Vec<(usize, String, String, bool)>,
-}
-
-impl Outcomes {
-    fn fail(&mut self, index: usize, code: &str, message: &str, sender_fault: bool) {
-        self.failed
-            .push((index, code.to_owned(), message.to_owned(), sender_fault));
-    }
-
-    fn fail_pending(&mut self, pending: Pending) {
-        match pending.last_error {
-            Some((code, message)) => self.failed.push((pending.index, code, message, false)),
-            None => self.fail(
-                pending.index,
-                DEADLINE_EXCEEDED,
-                "not sent: the deadline had passed",
-                false,
-            ),
-        }
-    }
-
-    fn into_report(mut self) -> SendReport {
-        self.sent.sort_unstable();
-        self.failed.sort_by_key(|f| f.0);
-        let ids = self.ids;
-        SendReport {
-            sent: self.sent.into_iter().map(|i| ids[i].clone()).collect(),
-            failed: self
-                .failed
-                .into_iter()
-                .map(|(index, code, message, sender_fault)| FailedMessage {
-                    id: ids[index].clone(),
-                    code,
-                    message,
-                    sender_fault,
-                })
-                .collect(),
-        }
-    }
-}
-
 impl SendBatchWriter {
     pub fn new(client: Client, backoff: Backoff) -> Self {
         Self { client, backoff }
@@ -204,22 +152,21 @@ impl SendBatchWriter {
         messages: Vec<OutgoingMessage>,
         deadline: &Deadline,
     ) -> SendReport {
-        let mut outcomes = Outcomes {
-            ids: Vec::with_capacity(messages.len()),
-            sent: Vec::new(),
-            failed: Vec::new(),
-        };
-        let mut pending = Vec::with_capacity(messages.len());
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut too_long = Vec::new();
+        let mut outgoing = Vec::with_capacity(messages.len());
         for (index, message) in messages.into_iter().enumerate() {
             let size = message.size();
-            outcomes.ids.push(message.id);
+            ids.push(message.id);
             if size > MAX_BYTES_PER_CALL {
-                outcomes.fail(
+                too_long.push(Failed {
                     index,
-                    MESSAGE_TOO_LONG,
-                    &format!("message is {size} bytes, over the {MAX_BYTES_PER_CALL}-byte limit; not sent"),
-                    true,
-                );
+                    code: MESSAGE_TOO_LONG.to_owned(),
+                    message: format!(
+                        "message is {size} bytes, over the {MAX_BYTES_PER_CALL}-byte limit; not sent"
+                    ),
+                    sender_fault: true,
+                });
                 continue;
             }
             let entry = SendMessageBatchRequestEntry::builder()
@@ -233,29 +180,38 @@ impl SendBatchWriter {
                 .set_message_deduplication_id(message.deduplication_id)
                 .build()
                 .expect("id and body are set");
-            pending.push(Pending {
-                index,
-                size,
-                entry,
-                last_error: None,
-            });
+            outgoing.push(Outgoing { index, size, entry });
         }
 
-        let mut groups = split_by_limits(pending, MAX_ENTRIES_PER_CALL, MAX_BYTES_PER_CALL, |p| {
-            p.size
-        })
-        .into_iter();
-        while let Some(group) = groups.next() {
-            if let Some((code, message)) = self
-                .send_group(queue_url, group, deadline, &mut outcomes)
-                .await
-            {
-                for pending in groups.by_ref().flatten() {
-                    outcomes.fail(pending.index, &code, &message, true);
-                }
-            }
-        }
-        let report = outcomes.into_report();
+        let call = SendBatchCall {
+            client: &self.client,
+            queue_url,
+        };
+        let limits = Limits {
+            max_entries: MAX_ENTRIES_PER_CALL,
+            max_bytes: MAX_BYTES_PER_CALL,
+        };
+        let retry = Retry {
+            backoff: &self.backoff,
+            deadline,
+            call_reserve: Duration::ZERO,
+        };
+        let mut sent = send_all(&call, outgoing, limits, retry).await;
+        sent.failed.extend(too_long);
+        sent.failed.sort_by_key(|f| f.index);
+        let report = SendReport {
+            sent: sent.written.iter().map(|&i| ids[i].clone()).collect(),
+            failed: sent
+                .failed
+                .into_iter()
+                .map(|f| FailedMessage {
+                    id: ids[f.index].clone(),
+                    code: f.code,
+                    message: f.message,
+                    sender_fault: f.sender_fault,
+                })
+                .collect(),
+        };
         if !report.is_complete() {
             tracing::debug!(
                 queue_url,
@@ -266,93 +222,66 @@ impl SendBatchWriter {
         }
         report
     }
+}
 
-    /// Sends one group until done; returns the error when the queue itself is unusable.
-    async fn send_group(
+/// One `SendMessageBatch` to one queue.
+struct SendBatchCall<'a> {
+    client: &'a Client,
+    queue_url: &'a str,
+}
+
+impl BatchCall for SendBatchCall<'_> {
+    type Entry = SendMessageBatchRequestEntry;
+    const OPERATION: &'static str = "SendMessageBatch";
+
+    /// Results come back by entry id, as successful or failed; a failed entry with
+    /// `SenderFault` is a bad message and is not sent again.
+    async fn send(
         &self,
-        queue_url: &str,
-        mut pending: Vec<Pending>,
+        entries: Vec<SendMessageBatchRequestEntry>,
         deadline: &Deadline,
-        outcomes: &mut Outcomes,
-    ) -> Option<(String, String)> {
-        let mut attempt = 0u32;
-        loop {
-            if deadline.is_past() {
-                pending.into_iter().for_each(|p| outcomes.fail_pending(p));
+    ) -> CallResult {
+        let ids: Vec<String> = entries.iter().map(|e| e.id().to_owned()).collect();
+        let call = self
+            .client
+            .send_message_batch()
+            .queue_url(self.queue_url)
+            .set_entries(Some(entries))
+            .send();
+        let output = deadline
+            .bound(call)
+            .await
+            .map_err(|err| CallFailure::from_sdk("SQS", Self::OPERATION, &err))?;
+        let written: HashSet<&str> = output.successful().iter().map(|s| s.id()).collect();
+        let failures: HashMap<&str, _> = output.failed().iter().map(|f| (f.id(), f)).collect();
+        let failed = ids.iter().enumerate().filter_map(|(position, id)| {
+            if written.contains(id.as_str()) {
                 return None;
             }
-            let entries = pending.iter().map(|p| p.entry.clone()).collect();
-            let call = self
-                .client
-                .send_message_batch()
-                .queue_url(queue_url)
-                .set_entries(Some(entries))
-                .send();
-            let result = deadline.bound(call).await;
-            match result {
-                Ok(output) => {
-                    let mut sent: Vec<&str> = output.successful().iter().map(|s| s.id()).collect();
-                    sent.sort_unstable();
-                    let failures: HashMap<&str, _> =
-                        output.failed().iter().map(|f| (f.id(), f)).collect();
-                    let mut retry = Vec::new();
-                    for mut message in pending {
-                        let entry_id = message.entry.id();
-                        if sent.binary_search(&entry_id).is_ok() {
-                            outcomes.sent.push(message.index);
-                        } else if let Some(failure) = failures.get(entry_id) {
-                            let text = failure.message().unwrap_or_default();
-                            if failure.sender_fault() {
-                                outcomes.fail(message.index, failure.code(), text, true);
-                            } else {
-                                message.last_error =
-                                    Some((failure.code().to_owned(), text.to_owned()));
-                                retry.push(message);
-                            }
-                        } else {
-                            message.last_error = Some((
-                                MISSING_RESULT_ENTRY.to_owned(),
-                                "response named the entry neither successful nor failed".to_owned(),
-                            ));
-                            retry.push(message);
-                        }
-                    }
-                    pending = retry;
+            let failure = match failures.get(id.as_str()) {
+                Some(failure) => EntryFailure {
+                    code: failure.code().to_owned(),
+                    message: failure.message().unwrap_or_default().to_owned(),
+                    retryable: !failure.sender_fault(),
+                    sender_fault: failure.sender_fault(),
+                },
+                None => {
+                    EntryFailure::missing("response named the entry neither successful nor failed")
                 }
-                Err(err) => {
-                    let code = error_code(&err);
-                    let message = error_message(&err);
-                    if !is_transient(&err) {
-                        tracing::warn!(
-                            queue_url,
-                            code,
-                            message,
-                            "SendMessageBatch call failed permanently"
-                        );
-                        let sender_fault = err
-                            .raw_response()
-                            .is_some_and(|r| r.status().is_client_error());
-                        for p in pending {
-                            outcomes.fail(p.index, &code, &message, sender_fault);
-                        }
-                        return QUEUE_UNUSABLE_CODES
-                            .contains(&code.as_str())
-                            .then_some((code, message));
-                    }
-                    for p in &mut pending {
-                        p.last_error = Some((code.clone(), message.clone()));
-                    }
-                }
-            }
-            if pending.is_empty() {
-                return None;
-            }
-            if !pause_before_retry(&self.backoff, attempt, deadline).await {
-                pending.into_iter().for_each(|p| outcomes.fail_pending(p));
-                return None;
-            }
-            attempt = attempt.saturating_add(1);
-        }
+            };
+            Some((position, failure))
+        });
+        Ok(failed.collect())
+    }
+
+    fn unusable(&self, failure: &CallFailure) -> Option<EntryFailure> {
+        let unusable = QUEUE_UNUSABLE_CODES.contains(&failure.error.code.as_str());
+        unusable.then(|| EntryFailure {
+            code: failure.error.code.clone(),
+            message: failure.error.message.clone(),
+            retryable: false,
+            sender_fault: true,
+        })
     }
 }
 

@@ -1,11 +1,14 @@
 //! Canned HTTP responses for tests: errors as the services put them on the wire, so
-//! the SDK's real deserializers turn them into modeled errors with codes.
+//! the SDK's real deserializers turn them into modeled errors with codes. Built for this
+//! crate's tests, and for other crates' tests with the `test-util` feature:
+//! `sluice-aws = { workspace = true, features = ["test-util"] }` in `[dev-dependencies]`.
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 
-pub(crate) fn http_response(status: u16, body: &str) -> HttpResponse {
+/// A response with `status` and `body`, no headers.
+pub fn http_response(status: u16, body: &str) -> HttpResponse {
     HttpResponse::new(
         StatusCode::try_from(status).unwrap(),
         SdkBody::from(body.to_owned()),
@@ -13,7 +16,7 @@ pub(crate) fn http_response(status: u16, body: &str) -> HttpResponse {
 }
 
 /// An awsJson error (Kinesis, DynamoDB, SQS).
-pub(crate) fn json_error(status: u16, error_type: &str, message: &str) -> HttpResponse {
+pub fn json_error(status: u16, error_type: &str, message: &str) -> HttpResponse {
     let mut response = http_response(
         status,
         &format!(r#"{{"__type":"{error_type}","message":"{message}"}}"#),
@@ -25,7 +28,7 @@ pub(crate) fn json_error(status: u16, error_type: &str, message: &str) -> HttpRe
 }
 
 /// An SQS awsJson error carrying the legacy query error code header, as SQS sends it.
-pub(crate) fn sqs_query_compatible_error(
+pub fn sqs_query_compatible_error(
     status: u16,
     error_type: &str,
     query_code: &str,
@@ -39,7 +42,7 @@ pub(crate) fn sqs_query_compatible_error(
 }
 
 /// A restXml error (S3).
-pub(crate) fn xml_error(status: u16, code: &str, message: &str) -> HttpResponse {
+pub fn xml_error(status: u16, code: &str, message: &str) -> HttpResponse {
     let mut response = http_response(
         status,
         &format!(

@@ -12,13 +12,7 @@ use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_lambda_events::event::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisEventResponse,
 };
-
-/// Compares decimal sequence numbers of any length numerically.
-pub fn compare_decimal(a: &str, b: &str) -> Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
+use sluice_events::compare_sequence_numbers;
 
 /// The failure report of a Kinesis or DynamoDB stream batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,7 +29,7 @@ impl StreamCheckpoint {
     pub fn fail(&mut self, sequence_number: &str) {
         let lower = match &self.first_failed {
             None => true,
-            Some(cur) => compare_decimal(sequence_number, cur) == Ordering::Less,
+            Some(cur) => compare_sequence_numbers(sequence_number, cur) == Ordering::Less,
         };
         if lower {
             self.first_failed = Some(sequence_number.to_string());
@@ -124,8 +118,8 @@ mod tests {
 
     #[test]
     fn sequence_numbers_compare_numerically_not_lexically() {
-        assert_eq!(compare_decimal("900", "1000"), Ordering::Less);
-        assert_eq!(compare_decimal("0100", "100"), Ordering::Equal);
+        assert_eq!(compare_sequence_numbers("900", "1000"), Ordering::Less);
+        assert_eq!(compare_sequence_numbers("0100", "100"), Ordering::Equal);
         let mut c = StreamCheckpoint::new();
         c.fail("1000");
         c.fail("900");

@@ -711,12 +711,8 @@ async fn a_deleted_object_is_kept_as_an_error_record() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_read_is_retryable_when_transient() {
-    let unavailable = mock!(aws_sdk_s3::Client::get_object).then_http_response(|| {
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
-            aws_smithy_runtime_api::http::StatusCode::try_from(503).unwrap(),
-            aws_smithy_types::body::SdkBody::from(""),
-        )
-    });
+    let unavailable = mock!(aws_sdk_s3::Client::get_object)
+        .then_http_response(|| sluice_aws::test_support::http_response(503, ""));
     let err = mapper(&[&unavailable], &[])
         .handle(
             &sns_event(KEY, Some(SEQUENCER), None),

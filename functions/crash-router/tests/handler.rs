@@ -10,13 +10,11 @@ use aws_sdk_sqs::config::retry::RetryConfig;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::http::StatusCode;
-use aws_smithy_types::body::SdkBody;
 use crash_router::config::Config;
 use crash_router::crash::CrashId;
 use crash_router::handler::{Router, plan_batch};
 use serde_json::json;
+use sluice_aws::test_support::sqs_query_compatible_error;
 use sluice_aws::{Backoff, Deadline, SendBatchWriter};
 use sluice_lambda::config::Env;
 use sluice_lambda::metrics::Metrics;
@@ -184,20 +182,12 @@ fn queue_missing(queue: &'static str) -> Rule {
     mock!(Client::send_message_batch)
         .match_requests(move |input| input.queue_url() == Some(queue))
         .then_http_response(|| {
-            let mut response = HttpResponse::new(
-                StatusCode::try_from(400).unwrap(),
-                SdkBody::from(
-                    r#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"The specified queue does not exist."}"#,
-                ),
-            );
-            response
-                .headers_mut()
-                .insert("content-type", "application/x-amz-json-1.0");
-            response.headers_mut().insert(
-                "x-amzn-query-error",
-                "AWS.SimpleQueueService.NonExistentQueue;Sender",
-            );
-            response
+            sqs_query_compatible_error(
+                400,
+                "com.amazonaws.sqs#QueueDoesNotExist",
+                "AWS.SimpleQueueService.NonExistentQueue",
+                "The specified queue does not exist.",
+            )
         })
 }
 

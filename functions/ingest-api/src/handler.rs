@@ -1101,16 +1101,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_missing_stream_fails_every_event_with_503() {
         let missing = mock!(Client::put_records).then_http_response(|| {
-            let mut response = aws_smithy_runtime_api::http::Response::new(
-                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
-                aws_smithy_types::body::SdkBody::from(
-                    r#"{"__type":"ResourceNotFoundException","message":"Stream events not found"}"#,
-                ),
-            );
-            response
-                .headers_mut()
-                .insert("content-type", "application/x-amz-json-1.1");
-            response
+            sluice_aws::test_support::json_error(
+                400,
+                "ResourceNotFoundException",
+                "Stream events not found",
+            )
         });
         let ingest = ingest(&missing, &[]);
         let (status, answer, _) = call(&ingest, &request(Some("[{\"n\":1},{\"n\":2}]"), &[])).await;

@@ -164,14 +164,13 @@ mod tests {
     use aws_sdk_s3::config::retry::RetryConfig;
     use aws_sdk_s3::operation::put_object::{PutObjectInput, PutObjectOutput};
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
     use serde_json::Value;
     use serde_json::json;
     use std::collections::{BTreeMap, HashMap};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    use sluice_aws::test_support::xml_error;
 
     const BUCKET: &str = "archive";
     const SHARD: &str = "shardId-000000000000";
@@ -227,24 +226,11 @@ mod tests {
             })
     }
 
-    fn xml_error(status: u16, code: &str) -> HttpResponse {
-        let mut response = HttpResponse::new(
-            StatusCode::try_from(status).unwrap(),
-            SdkBody::from(format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{code}</Message><RequestId>r1</RequestId></Error>"
-            )),
-        );
-        response
-            .headers_mut()
-            .insert("content-type", "application/xml");
-        response
-    }
-
     /// Fails puts whose key contains `hour` with `code` (HTTP `status`).
     fn failing(hour: &'static str, status: u16, code: &'static str) -> Rule {
         mock!(Client::put_object)
             .match_requests(move |req| req.key().is_some_and(|k| k.contains(hour)))
-            .then_http_response(move || xml_error(status, code))
+            .then_http_response(move || xml_error(status, code, code))
     }
 
     fn archiver(rules: &[&Rule]) -> Archiver {

@@ -105,9 +105,7 @@ mod tests {
     use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
     use aws_sdk_cloudformation::types::{Output, Stack as CfnStack, StackStatus};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
-    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
+    use sluice_aws::test_support::http_response;
 
     fn described(outputs: &[(&str, &str)]) -> DescribeStacksOutput {
         let mut stack = CfnStack::builder()
@@ -144,12 +142,10 @@ mod tests {
     #[tokio::test]
     async fn a_stack_that_does_not_exist_is_not_found() {
         let rule = mock!(Client::describe_stacks).then_http_response(|| {
-            HttpResponse::new(
-                StatusCode::try_from(400).unwrap(),
-                SdkBody::from(
-                    "<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>\
-                     <Message>Stack with id nope does not exist</Message></Error></ErrorResponse>",
-                ),
+            http_response(
+                400,
+                "<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>\
+                 <Message>Stack with id nope does not exist</Message></Error></ErrorResponse>",
             )
         });
         let client = mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, [&rule]);

@@ -323,11 +323,10 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_range_past_the_streams_retention_is_gone_not_an_error() {
         let trimmed = mock!(Client::get_shard_iterator).then_http_response(|| {
-            aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
-                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
-                aws_smithy_types::body::SdkBody::from(
-                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}"#,
-                ),
+            sluice_aws::test_support::json_error(
+                400,
+                "com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException",
+                "trimmed",
             )
         });
         let client = mock_client!(aws_sdk_dynamodbstreams, RuleMode::MatchAny, [&trimmed]);

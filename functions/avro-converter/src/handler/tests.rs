@@ -11,10 +11,8 @@ use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::error::NoSuchKey;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::http::StatusCode;
-use aws_smithy_types::body::SdkBody;
 use serde_json::{Value, json};
+use sluice_aws::test_support::xml_error;
 use sluice_codec::avro::read_container;
 use sluice_codec::snappy::{compress_framed, compress_raw};
 use sluice_lambda::config::Env;
@@ -96,19 +94,6 @@ fn get_rule(bucket: &'static str, key: &'static str, body: Vec<u8>) -> Rule {
                 .body(ByteStream::from(body.clone()))
                 .build()
         })
-}
-
-fn xml_error(status: u16, code: &str) -> HttpResponse {
-    let mut response = HttpResponse::new(
-        StatusCode::try_from(status).unwrap(),
-        SdkBody::from(format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{code}</Message><RequestId>r1</RequestId></Error>"
-        )),
-    );
-    response
-        .headers_mut()
-        .insert("content-type", "application/xml");
-    response
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -547,7 +532,8 @@ async fn the_s3_test_event_is_not_an_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_transient_read_failure_fails_the_invocation_for_a_retry() {
-    let slow = mock!(Client::get_object).then_http_response(|| xml_error(503, "SlowDown"));
+    let slow = mock!(Client::get_object)
+        .then_http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."));
     let (put, stored) = put_recorder();
     let err = handler(&[&slow, &put])
         .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
@@ -565,7 +551,8 @@ async fn a_transient_read_failure_fails_the_invocation_for_a_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_permanent_read_failure_fails_the_invocation_without_retry_value() {
-    let denied = mock!(Client::get_object).then_http_response(|| xml_error(403, "AccessDenied"));
+    let denied = mock!(Client::get_object)
+        .then_http_response(|| xml_error(403, "AccessDenied", "Access Denied"));
     let err = handler(&[&denied])
         .handle_event(&s3_event("raw", RAW_KEY, "ObjectCreated:Put"), deadline())
         .await
@@ -580,7 +567,7 @@ async fn a_write_that_keeps_failing_transiently_fails_the_invocation() {
     let get = get_rule("raw", KEY, compress_raw(&ndjson(3, NEAR_TEN, 1_000)));
     let put = mock!(Client::put_object)
         .sequence()
-        .http_response(|| xml_error(503, "SlowDown"))
+        .http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."))
         .repeatedly()
         .build();
     let err = handler(&[&get, &put])
@@ -603,7 +590,7 @@ async fn a_write_that_recovers_within_the_deadline_succeeds() {
     let get = get_rule("raw", KEY, compress_raw(&ndjson(3, NEAR_TEN, 1_000)));
     let flaky = mock!(Client::put_object)
         .sequence()
-        .http_response(|| xml_error(500, "InternalError"))
+        .http_response(|| xml_error(500, "InternalError", "We encountered an internal error."))
         .times(2)
         .build();
     let (put, stored) = put_recorder();
@@ -648,7 +635,7 @@ async fn a_later_record_failing_fails_the_whole_event_after_the_first_converted(
     let second_key = "incoming/p2.json.snappy";
     let get_second = mock!(Client::get_object)
         .match_requests(move |r| r.key() == Some(second_key))
-        .then_http_response(|| xml_error(503, "SlowDown"));
+        .then_http_response(|| xml_error(503, "SlowDown", "Please reduce your request rate."));
     let (put, stored) = put_recorder();
     let event = json!({"Records": [
         s3_record("raw", RAW_KEY, "ObjectCreated:Put"),

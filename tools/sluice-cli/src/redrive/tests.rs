@@ -13,10 +13,8 @@ use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::SendMessageBatchResultEntry;
 use aws_smithy_mocks::{Rule, mock};
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::http::StatusCode;
-use aws_smithy_types::body::SdkBody;
 use serde_json::json;
+use sluice_aws::test_support::http_response;
 
 use super::*;
 use crate::test_support::{
@@ -655,9 +653,7 @@ async fn kept_batches_are_reinvoked_then_deleted_with_their_announcements() {
     });
     let gone = mock!(aws_sdk_s3::Client::head_object)
         .match_requests(|r| r.key() == Some(OURS))
-        .then_http_response(|| {
-            HttpResponse::new(StatusCode::try_from(404).unwrap(), SdkBody::empty())
-        });
+        .then_http_response(|| http_response(404, ""));
     let still_there =
         mock!(aws_sdk_s3::Client::head_object).then_output(|| HeadObjectOutput::builder().build());
     let (attributes, receive) = queue(
