@@ -9,8 +9,8 @@
 
 use std::sync::Once;
 
-use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 

@@ -31,8 +31,8 @@ use sluice_lambda::{Function, FunctionError, Invocation};
 
 use crate::config::Config;
 use crate::convert::{Conversion, ConvertError, Converter, InputError};
-use crate::schema::RecordSchema;
 use crate::layout;
+use crate::schema::RecordSchema;
 
 const AVRO_CONTENT_TYPE: &str = "application/avro";
 const JSONL_CONTENT_TYPE: &str = "application/x-ndjson";

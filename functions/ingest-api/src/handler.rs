@@ -178,7 +178,12 @@ impl Function for Ingest {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let facts = request_facts(&request, &invocation.request_id, now_ms);
         Ok(self
-            .handle_request(&request, &facts, &invocation.deadline, &mut invocation.metrics)
+            .handle_request(
+                &request,
+                &facts,
+                &invocation.deadline,
+                &mut invocation.metrics,
+            )
             .await)
     }
 }

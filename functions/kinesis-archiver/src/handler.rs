@@ -17,10 +17,10 @@ use sluice_events::kinesis_records_from_json_on;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use sluice_lambda::{FunctionError, Invocation};
 use sluice_lambda::batch::StreamCheckpoint;
 use sluice_lambda::config::{ConfigError, Env};
 use sluice_lambda::metrics::Metrics;
+use sluice_lambda::{FunctionError, Invocation};
 
 use crate::archive::{HourGroup, compress, hour_groups};
 
