@@ -105,11 +105,7 @@ pub fn kinesis_records_from_value_on(
             let arrival = raw
                 .get("kinesis")
                 .and_then(|k| k.get("approximateArrivalTimestamp"));
-            let seconds = match arrival {
-                Some(Value::Number(n)) => n.as_f64(),
-                Some(Value::String(s)) => s.parse::<f64>().ok(),
-                _ => None,
-            };
+            let seconds = arrival.and_then(epoch_seconds);
             let out_of_range = |seconds: String| EnvelopeError::ArrivalOutOfRange {
                 sequence_number: record.kinesis.sequence_number.clone(),
                 seconds,
@@ -130,21 +126,7 @@ pub fn kinesis_records_from_value_on(
             None => Ok(records),
         }
     };
-    let per_thread = raw_records.len().div_ceil(threads.max(1)).max(1);
-    let parts: Vec<_> = if threads <= 1 || raw_records.len() <= per_thread {
-        vec![decode(raw_records)]
-    } else {
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = raw_records
-                .chunks(per_thread)
-                .map(|part| scope.spawn(move || decode(part)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a record-decoding thread panicked"))
-                .collect()
-        })
-    };
+    let parts = on_threads(raw_records, threads, decode);
     if parts.iter().any(|p| matches!(p, Err(None))) {
         let source = KinesisEvent::deserialize(event)
             .expect_err("a record failed to deserialize, so the event does");
@@ -203,13 +185,11 @@ pub fn kinesis_records_from_json_on(
         for raw in raw {
             let record: KinesisEventRecord = serde_json::from_str(raw.get()).map_err(|_| None)?;
             let arrival: Arrival = serde_json::from_str(raw.get()).map_err(|_| None)?;
-            let arrival = arrival.kinesis.approximate_arrival_timestamp;
-            let seconds = match &arrival {
-                Some(Value::Number(n)) => n.as_f64(),
-                Some(Value::String(s)) => s.parse::<f64>().ok(),
-                _ => None,
-            };
-            let data = seconds
+            let data = arrival
+                .kinesis
+                .approximate_arrival_timestamp
+                .as_ref()
+                .and_then(epoch_seconds)
                 .and_then(arrival_from_epoch_seconds)
                 .ok_or(None)
                 .and_then(|arrival| owned_record_data(record, arrival).map_err(|_| None))?;
@@ -217,23 +197,8 @@ pub fn kinesis_records_from_json_on(
         }
         Ok(records)
     };
-    let per_thread = raw_records.len().div_ceil(threads.max(1)).max(1);
-    let parts: Vec<_> = if threads <= 1 || raw_records.len() <= per_thread {
-        vec![decode(&raw_records)]
-    } else {
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = raw_records
-                .chunks(per_thread)
-                .map(|part| scope.spawn(move || decode(part)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a record-decoding thread panicked"))
-                .collect()
-        })
-    };
     let mut records = Vec::with_capacity(raw_records.len());
-    for part in parts {
+    for part in on_threads(&raw_records, threads, decode) {
         match part {
             Ok(part) => records.extend(part),
             // Errors (and their order) are the tree path's: it reads the event again.
@@ -241,6 +206,40 @@ pub fn kinesis_records_from_json_on(
         }
     }
     Ok(records)
+}
+
+/// `decode` over `items` cut into one contiguous part per thread (up to `threads`), the
+/// parts' results in input order. One thread, or too few items to share, runs here.
+fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    decode: impl Fn(&[T]) -> R + Sync,
+) -> Vec<R> {
+    let per_thread = items.len().div_ceil(threads.max(1)).max(1);
+    if threads <= 1 || items.len() <= per_thread {
+        return vec![decode(items)];
+    }
+    let decode = &decode;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(per_thread)
+            .map(|part| scope.spawn(move || decode(part)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a record-decoding thread panicked"))
+            .collect()
+    })
+}
+
+/// `approximateArrivalTimestamp` as sent: a JSON number, or a numeric string from some
+/// producers.
+fn epoch_seconds(arrival: &Value) -> Option<f64> {
+    match arrival {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse::<f64>().ok(),
+        _ => None,
+    }
 }
 
 /// Epoch seconds with millisecond precision → UTC time, rounded to the
