@@ -40,10 +40,6 @@ CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAN
 MAX_TEMPLATE_BODY = 51_200
 CODE_KEY_SUFFIX = "CodeKey"
 # Glue and Athena resources are off on LocalStack: community has neither service.
-# Queues that hold parked data (an alarm goes off on any message) and are an S3 bucket's
-# notification destination: S3 puts an ``s3:TestEvent`` there when the notification is
-# configured, which is not parked data. deploy() removes it.
-S3_NOTIFIED_PARKING_QUEUES = ("ArchiverFailureQueueUrl",)
 CATALOG_SWITCH = "EnableCatalog"
 
 
@@ -228,35 +224,7 @@ def deploy(
 
     described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
-    for output in S3_NOTIFIED_PARKING_QUEUES:
-        if output in outputs:
-            removed = clear_s3_test_events(boto.client("sqs", **client_kwargs), outputs[output])
-            if removed:
-                log(f"deploy: removed S3's s3:TestEvent from {output} (its alarm counts parked data only)")
     return outputs
-
-
-def clear_s3_test_events(sqs, queue_url: str, rounds: int = 5) -> int:
-    """Deletes S3's ``s3:TestEvent`` messages from a queue; every other message is made
-    visible again at once. Returns how many were deleted."""
-    removed = 0
-    for _ in range(rounds):
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=10).get(
-            "Messages", []
-        )
-        if not messages:
-            break
-        for message in messages:
-            try:
-                test_event = json.loads(message["Body"]).get("Event") == "s3:TestEvent"
-            except (ValueError, AttributeError):
-                test_event = False
-            if test_event:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-                removed += 1
-            else:
-                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
-    return removed
 
 
 def delete(

@@ -90,6 +90,18 @@ def test_the_dashboard_shows_every_functions_emf_metrics_and_the_parked_queues(s
         assert stack[output].rsplit("/", 1)[1] in text, output
 
 
+def test_a_fresh_stack_has_nothing_parked_not_even_s3s_test_event(stack, aws):
+    """S3 sends ``s3:TestEvent`` to a notification's destination when it is configured: the
+    archiver's failure bucket notifies through a topic whose subscription filters it out, so
+    a fresh stack's failure queues are empty and their alarms have nothing to go off on."""
+    sqs = aws("sqs")
+    for output in sorted(PARKING_QUEUES):
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=stack[output], AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        assert attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, output
+
+
 @pytest.mark.timeout(300)
 def test_a_message_parked_on_a_failure_queue_raises_its_alarm_and_notifies_the_topic(stack, aws):
     sqs, sns = aws("sqs"), aws("sns")
