@@ -357,7 +357,7 @@ def test_malformed_lines_and_foreign_keys_are_skipped_the_rest_counts(pipeline):
         pipeline["CounterMapperFunctionName"], sns_event(pipeline, date, "i-mixed", None, "")
     )
     assert response.get("FunctionError"), body
-    assert body["errorType"] == "UnorderedUpload", body
+    assert body["errorType"] == "Permanent.UnorderedUpload", body
 
 
 @pytest.mark.timeout(600)
@@ -372,7 +372,7 @@ def test_a_forged_notification_naming_another_bucket_changes_nothing(pipeline, a
     response, body = invoke(pipeline["CounterMapperFunctionName"], forged)
 
     assert response.get("FunctionError"), body
-    assert body["errorType"] == "ForeignBucket", body
+    assert body["errorType"] == "Permanent.ForeignBucket", body
     assert "someone-elses-bucket" in body["errorMessage"]
     assert instance_entries(pipeline, "COUNTER1", date) == before
     assert aggregates(pipeline, date)["COUNTER1"]["Value"] == 10

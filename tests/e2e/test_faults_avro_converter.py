@@ -231,7 +231,7 @@ def test_every_record_converted_once_or_rejected_with_its_reason_under_s3_faults
     for key, bodies in failed_events.items():
         for body in bodies:
             assert body["requestContext"]["approximateInvokeCount"] == 3, body["requestContext"]
-            assert body["responsePayload"]["errorType"] in ("TransientS3Error", "S3Error"), body
+            assert body["responsePayload"]["errorType"] in ("Retryable.S3", "Permanent.S3"), body
         redrive(stack, bodies[0])
 
     # Every good record exactly once across all Avro files of this run, as the schema makes it.
@@ -310,7 +310,7 @@ def test_an_input_whose_reads_keep_failing_reaches_the_failure_queue_then_redriv
         fault_proxy.clear()
     [body] = found
     assert body["requestContext"]["approximateInvokeCount"] == 3  # the first attempt and two retries
-    assert body["responsePayload"]["errorType"] == "TransientS3Error"
+    assert body["responsePayload"]["errorType"] == "Retryable.S3"
     assert "SlowDown" in body["responsePayload"]["errorMessage"]
     assert throttled >= 6, f"{throttled}: the read was retried within each invocation"
     assert not {k for k in keys_under(stack, stack["out_prefix"]) if m in k}, "nothing written while failing"

@@ -157,7 +157,7 @@ def test_unreadable_batch_fails_the_invocation_and_writes_nothing(pipeline, aws)
     event["Records"][0]["eventID"] = "not-a-shard-id"
     response, payload = invoke(pipeline["KinesisArchiverFunctionName"], event)
     assert response.get("FunctionError") == "Unhandled", payload
-    assert payload["errorType"] == "InvalidKinesisEvent"
+    assert payload["errorType"] == "Permanent.InvalidEvent"
     assert f"{run_seq}000001" in payload["errorMessage"]
     objects = objects_for(aws, pipeline["ArchiveBucketName"], archive_prefix(pipeline), run_seq)
     assert objects == {}

@@ -14,6 +14,20 @@ use aws_lambda_events::event::streams::{
 };
 use sluice_events::compare_sequence_numbers;
 
+/// A stream record without a sequence number cannot be checkpointed: the whole batch
+/// fails (Lambda retries it, bisecting), as `Permanent.UncheckpointableRecord`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream record {event_id} has no sequence number; failing the whole batch")]
+pub struct UncheckpointableRecord {
+    pub event_id: String,
+}
+
+impl From<UncheckpointableRecord> for crate::FunctionError {
+    fn from(err: UncheckpointableRecord) -> Self {
+        crate::FunctionError::permanent("UncheckpointableRecord", err.to_string())
+    }
+}
+
 /// The failure report of a Kinesis or DynamoDB stream batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamCheckpoint {

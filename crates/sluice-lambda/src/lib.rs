@@ -83,6 +83,15 @@ async fn report_init_error(message: &str) {
 /// A handler failure with a stable error type, reported to Lambda as the
 /// invocation's `errorType` (visible in `FunctionError` responses, async
 /// retries and on-failure destinations).
+///
+/// Every function's `errorType` has one shape, `<Class>.<Kind>`:
+/// - `Retryable.<Kind>`: the same event may succeed later (a throttle, a timeout, a
+///   dependency down); Lambda's retries or a redrive are worth it;
+/// - `Permanent.<Kind>`: the same event fails the same way until something changes (the
+///   event is malformed or not the function's, or a permission or resource is missing).
+///
+/// `<Kind>` names what failed (`S3`, `InvalidEvent`, `JobsTable`, …). The constructors are
+/// the only way to build one, so no other shape can appear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionError {
     pub error_type: String,
@@ -90,11 +99,28 @@ pub struct FunctionError {
 }
 
 impl FunctionError {
-    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+    /// `Retryable.<kind>`: a later attempt of the same event may succeed.
+    pub fn retryable(kind: &str, message: impl Into<String>) -> Self {
+        Self::classed(true, kind, message)
+    }
+
+    /// `Permanent.<kind>`: the same event fails the same way until something changes.
+    pub fn permanent(kind: &str, message: impl Into<String>) -> Self {
+        Self::classed(false, kind, message)
+    }
+
+    /// [`retryable`](Self::retryable) or [`permanent`](Self::permanent) by `retryable`.
+    pub fn classed(retryable: bool, kind: &str, message: impl Into<String>) -> Self {
+        let class = if retryable { "Retryable" } else { "Permanent" };
         FunctionError {
-            error_type: error_type.into(),
+            error_type: format!("{class}.{kind}"),
             message: message.into(),
         }
+    }
+
+    /// Whether the class is `Retryable`.
+    pub fn is_retryable(&self) -> bool {
+        self.error_type.starts_with("Retryable.")
     }
 }
 
@@ -121,9 +147,25 @@ mod tests {
 
     #[test]
     fn function_error_becomes_a_diagnostic_with_its_type() {
-        let d: Diagnostic = FunctionError::new("TransientS3Error", "GetObject timed out").into();
-        assert_eq!(d.error_type, "TransientS3Error");
+        let d: Diagnostic = FunctionError::retryable("S3", "GetObject timed out").into();
+        assert_eq!(d.error_type, "Retryable.S3");
         assert_eq!(d.error_message, "GetObject timed out");
+    }
+
+    #[test]
+    fn every_error_type_is_a_class_and_a_kind() {
+        let permanent = FunctionError::permanent("InvalidEvent", "not JSON");
+        assert_eq!(permanent.error_type, "Permanent.InvalidEvent");
+        assert!(!permanent.is_retryable());
+        assert_eq!(
+            FunctionError::classed(true, "JobsTable", "throttled").error_type,
+            "Retryable.JobsTable"
+        );
+        assert!(FunctionError::classed(true, "JobsTable", "throttled").is_retryable());
+        assert_eq!(
+            FunctionError::classed(false, "JobsTable", "no such table").to_string(),
+            "Permanent.JobsTable: no such table"
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! - JSON logs before anything else runs;
 //! - a failed cold start reported to the Runtime API as `Runtime.InitError` ([`crate::init`]);
 //! - per event, an [`Invocation`]: request id, function ARN, and the deadline less the
-//!   function's [`Function::ANSWER_MARGIN`] (the one place a margin is applied);
+//!   function's [`Function::answer_margin`] (the one place a margin is applied);
 //! - the invocation's [`Metrics`] emitted once the handler returns, whether it succeeded or
 //!   not (a failed invocation's counters are often the ones an operator needs).
 //!
@@ -58,8 +58,9 @@ pub trait Function: Sized + Send + Sync + 'static {
     /// The cold start's error: its text is what `Runtime.InitError` reports.
     type InitError: fmt::Display;
 
-    /// Time kept back from the runtime's deadline to answer it (and to log and emit metrics).
-    const ANSWER_MARGIN: Duration;
+    /// Time kept back from the runtime's deadline to answer it (and to log and emit metrics):
+    /// a constant, or a setting read at cold start.
+    fn answer_margin(&self) -> Duration;
 
     /// Reads and checks the configuration and builds the clients, once per process.
     fn cold_start() -> impl Future<Output = Result<Self, Self::InitError>>;
@@ -78,7 +79,7 @@ pub async fn serve<F: Function>() -> Result<(), Error> {
     let function = crate::init(F::cold_start().await).await?;
     let function = &function;
     crate::run(move |event: LambdaEvent<F::Event>| async move {
-        let mut invocation = Invocation::new(&event.context, F::ANSWER_MARGIN);
+        let mut invocation = Invocation::new(&event.context, function.answer_margin());
         let result = function.handle(event.payload, &mut invocation).await;
         invocation.metrics.emit();
         result

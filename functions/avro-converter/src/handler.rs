@@ -67,13 +67,11 @@ impl HandlerError {
         }
     }
 
-    /// The `errorType` Lambda reports (and the on-failure destination records).
-    pub fn error_type(&self) -> &'static str {
+    /// What failed: the `<Kind>` of the `errorType` Lambda reports (`Retryable.<Kind>` or
+    /// `Permanent.<Kind>`, as the on-failure destination records it).
+    pub fn kind(&self) -> &'static str {
         match self {
-            HandlerError::Read(e) | HandlerError::Write(e) if e.is_transient() => {
-                "TransientS3Error"
-            }
-            HandlerError::Read(_) | HandlerError::Write(_) => "S3Error",
+            HandlerError::Read(_) | HandlerError::Write(_) => "S3",
             HandlerError::Envelope(_) => "InvalidEvent",
             HandlerError::Conversion { .. } => "ConversionFailed",
         }
@@ -82,7 +80,7 @@ impl HandlerError {
 
 impl From<HandlerError> for FunctionError {
     fn from(err: HandlerError) -> Self {
-        FunctionError::new(err.error_type(), err.to_string())
+        FunctionError::classed(err.is_retryable(), err.kind(), err.to_string())
     }
 }
 
@@ -142,7 +140,10 @@ impl Function for Handler {
     type Event = Value;
     type Response = Summary;
     type InitError = String;
-    const ANSWER_MARGIN: Duration = DEADLINE_MARGIN;
+
+    fn answer_margin(&self) -> Duration {
+        DEADLINE_MARGIN
+    }
 
     /// Reads and checks the configuration, builds the S3 client and loads the schema.
     async fn cold_start() -> Result<Self, String> {

@@ -58,9 +58,10 @@ use sluice_counters::{AggregateItem, ShardKey, SumOverflow};
 use sluice_events::aws_lambda_events::dynamodb::Event;
 use sluice_events::aws_lambda_events::streams::DynamoDbEventResponse;
 use sluice_events::{ChangeKind, compare_sequence_numbers, stream_changes};
-use sluice_lambda::batch::StreamCheckpoint;
+use sluice_lambda::batch::{StreamCheckpoint, UncheckpointableRecord};
+use sluice_lambda::config::Env;
 use sluice_lambda::metrics::Metrics;
-use sluice_lambda::{FunctionError, LambdaEvent};
+use sluice_lambda::{Function, FunctionError, Invocation};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -189,14 +190,6 @@ impl RecordFailure {
     }
 }
 
-/// A record without a sequence number cannot be checkpointed: the whole batch
-/// fails (Lambda retries it, bisecting).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("stream record {event_id} has no sequence number; failing the whole batch")]
-pub struct UncheckpointableRecord {
-    pub event_id: String,
-}
-
 /// The outcome of one batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
@@ -263,6 +256,36 @@ impl WriteFailure {
     }
 }
 
+/// The Lambda function: a partial batch response per stream batch.
+impl Function for Aggregator {
+    type Event = Event;
+    type Response = DynamoDbEventResponse;
+    type InitError = sluice_lambda::config::ConfigError;
+
+    fn answer_margin(&self) -> std::time::Duration {
+        self.config.deadline_margin
+    }
+
+    /// Reads and checks the configuration and builds the DynamoDB client.
+    async fn cold_start() -> Result<Self, Self::InitError> {
+        let config = AggregatorConfig::from_env(&Env::from_process())?;
+        let sdk = sluice_aws::clients::load_sdk_config().await;
+        Ok(Aggregator::new(sluice_aws::clients::dynamodb(&sdk), config))
+    }
+
+    async fn handle(
+        &self,
+        event: Event,
+        invocation: &mut Invocation,
+    ) -> Result<DynamoDbEventResponse, FunctionError> {
+        let outcome = self
+            .handle(&event, &invocation.deadline, &mut invocation.metrics)
+            .await
+            .inspect_err(|err| tracing::error!(error = %err, "batch failed"))?;
+        Ok(outcome.checkpoint.dynamodb_response())
+    }
+}
+
 pub struct Aggregator {
     dynamodb: aws_sdk_dynamodb::Client,
     config: AggregatorConfig,
@@ -275,28 +298,6 @@ impl Aggregator {
             dynamodb,
             config,
             backoff: Backoff::default(),
-        }
-    }
-
-    /// One Lambda invocation: metrics, deadline, the partial batch response.
-    pub async fn invoke(
-        &self,
-        event: LambdaEvent<Event>,
-    ) -> Result<DynamoDbEventResponse, FunctionError> {
-        let deadline =
-            Deadline::at_epoch_ms(event.context.deadline).with_margin(self.config.deadline_margin);
-        let mut metrics = Metrics::for_function();
-        let result = self.handle(&event.payload, &deadline, &mut metrics).await;
-        metrics.emit();
-        match result {
-            Ok(outcome) => Ok(outcome.checkpoint.dynamodb_response()),
-            Err(err) => {
-                tracing::error!(error = %err, "batch failed");
-                Err(FunctionError::new(
-                    "UncheckpointableRecord",
-                    err.to_string(),
-                ))
-            }
         }
     }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sluice_aws::Deadline;
 use sluice_events::aws_lambda_events::dynamodb::Event;
 use sluice_lambda::metrics::Metrics;
-use sluice_lambda::{Context, LambdaEvent};
+use sluice_lambda::{Context, Function, Invocation};
 
 #[path = "../../counter-mapper/tests/support/fake_table.rs"]
 mod fake_table;
@@ -738,32 +738,56 @@ async fn an_item_without_instances_subtotals_zero() {
     assert_eq!(aggregate(&table, "A"), (0, 1, shards(&[("04", 0, 1)])));
 }
 
-#[tokio::test]
-async fn invoke_answers_with_the_partial_batch_response() {
-    let failing =
-        mock!(aws_sdk_dynamodb::Client::update_item).then_error(ddb_error("AccessDeniedException"));
-    let read = nothing_stored();
+fn invocation_with_30_seconds(aggregator: &Aggregator) -> Invocation {
     let mut context = Context::default();
     context.deadline = (SystemTime::now() + Duration::from_secs(30))
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let response = aggregator(&[&read, &failing])
-        .invoke(LambdaEvent::new(
-            event(vec![record(
-                "INSERT",
-                "77",
-                "A",
-                Some(image("A", &[("i-1", 1)])),
-            )]),
-            context,
-        ))
-        .await
-        .unwrap();
+    Invocation::new(&context, aggregator.answer_margin())
+}
+
+#[tokio::test]
+async fn the_function_answers_with_the_partial_batch_response() {
+    let failing =
+        mock!(aws_sdk_dynamodb::Client::update_item).then_error(ddb_error("AccessDeniedException"));
+    let read = nothing_stored();
+    let aggregator = aggregator(&[&read, &failing]);
+    let mut invocation = invocation_with_30_seconds(&aggregator);
+    let response = Function::handle(
+        &aggregator,
+        event(vec![record(
+            "INSERT",
+            "77",
+            "A",
+            Some(image("A", &[("i-1", 1)])),
+        )]),
+        &mut invocation,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         serde_json::to_value(response).unwrap(),
         json!({"batchItemFailures": [{"itemIdentifier": "77"}]})
     );
+}
+
+#[tokio::test]
+async fn a_record_without_a_sequence_number_fails_the_batch_as_permanent() {
+    let aggregator = aggregator(&[]);
+    let mut batch = event(vec![record(
+        "INSERT",
+        "78",
+        "A",
+        Some(image("A", &[("i-1", 1)])),
+    )]);
+    batch.records[0].change.sequence_number = None;
+    let mut invocation = invocation_with_30_seconds(&aggregator);
+    let err = Function::handle(&aggregator, batch, &mut invocation)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "Permanent.UncheckpointableRecord");
+    assert!(err.message.contains("no sequence number"), "{err}");
 }
 
 fn batch_of(seq: &str, total: i64) -> Event {

@@ -60,8 +60,9 @@ use sluice_aws::{
 };
 use sluice_counters::ShardKey;
 use sluice_events::{EnvelopeError, S3Notice, S3ObjectEvent, s3_notices_from_value};
+use sluice_lambda::config::Env;
 use sluice_lambda::metrics::Metrics;
-use sluice_lambda::{FunctionError, LambdaEvent};
+use sluice_lambda::{Function, FunctionError, Invocation};
 
 use crate::config::MapperConfig;
 use crate::counter_file::{CounterValue, MalformedLine, parse_counter_file};
@@ -251,19 +252,64 @@ impl MapperError {
         }
     }
 
-    /// The `errorType` Lambda reports (and the on-failure destination records).
-    pub fn error_type(&self) -> &'static str {
+    /// What failed: the `<Kind>` of the `errorType` Lambda reports (`Retryable.<Kind>` or
+    /// `Permanent.<Kind>` by [`is_retryable`](Self::is_retryable)).
+    pub fn kind(&self) -> &'static str {
         match self {
             MapperError::Envelope(_) => "InvalidEvent",
             MapperError::Unordered { .. } => "UnorderedUpload",
             MapperError::ForeignBucket { .. } => "ForeignBucket",
-            MapperError::Read(_) if self.is_retryable() => "TransientReadError",
-            MapperError::Read(_) => "ReadError",
-            MapperError::KeepErrors { .. } if self.is_retryable() => "TransientKeepError",
-            MapperError::KeepErrors { .. } => "KeepError",
-            MapperError::Updates { .. } if self.is_retryable() => "TransientUpdateError",
-            MapperError::Updates { .. } => "UpdateError",
+            MapperError::Read(_) => "Read",
+            MapperError::KeepErrors { .. } => "Keep",
+            MapperError::Updates { .. } => "Update",
         }
+    }
+}
+
+impl From<&MapperError> for FunctionError {
+    fn from(err: &MapperError) -> Self {
+        FunctionError::classed(err.is_retryable(), err.kind(), err.to_string())
+    }
+}
+
+/// The Lambda function: every counter file an event names, or the error Lambda reports.
+impl Function for Mapper {
+    type Event = Value;
+    type Response = Summary;
+    type InitError = sluice_lambda::config::ConfigError;
+
+    fn answer_margin(&self) -> std::time::Duration {
+        self.config.deadline_margin
+    }
+
+    /// Reads and checks the configuration and builds the S3 and DynamoDB clients.
+    async fn cold_start() -> Result<Self, Self::InitError> {
+        let config = MapperConfig::from_env(&Env::from_process())?;
+        let sdk = sluice_aws::clients::load_sdk_config().await;
+        Ok(Mapper::new(
+            sluice_aws::clients::s3(&sdk),
+            sluice_aws::clients::dynamodb(&sdk),
+            config,
+        ))
+    }
+
+    async fn handle(
+        &self,
+        event: Value,
+        invocation: &mut Invocation,
+    ) -> Result<Summary, FunctionError> {
+        let result = self
+            .handle(&event, &invocation.deadline, &mut invocation.metrics)
+            .await;
+        result.map_err(|err| {
+            let failure = FunctionError::from(&err);
+            if failure.is_retryable() {
+                tracing::warn!(error = %err, error_type = %failure.error_type, "invocation failed; Lambda will retry it");
+            } else {
+                tracing::error!(error = %err, error_type = %failure.error_type, "invocation failed permanently; it will end in the on-failure destination");
+            }
+            failure
+        })
     }
 }
 
@@ -286,23 +332,6 @@ impl Mapper {
             config,
             backoff: Backoff::default(),
         }
-    }
-
-    /// One Lambda invocation: metrics, deadline, and the error Lambda reports.
-    pub async fn invoke(&self, event: LambdaEvent<Value>) -> Result<Summary, FunctionError> {
-        let deadline =
-            Deadline::at_epoch_ms(event.context.deadline).with_margin(self.config.deadline_margin);
-        let mut metrics = Metrics::for_function();
-        let result = self.handle(&event.payload, &deadline, &mut metrics).await;
-        metrics.emit();
-        result.map_err(|err| {
-            if err.is_retryable() {
-                tracing::warn!(error = %err, error_type = err.error_type(), "invocation failed; Lambda will retry it");
-            } else {
-                tracing::error!(error = %err, error_type = err.error_type(), "invocation failed permanently; it will end in the on-failure destination");
-            }
-            FunctionError::new(err.error_type(), err.to_string())
-        })
     }
 
     /// Every S3 notification in `event` (direct, SNS, SQS, EventBridge). All files

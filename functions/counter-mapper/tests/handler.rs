@@ -53,7 +53,7 @@ fn records_of(body: &str) -> Vec<Value> {
 use serde_json::{Value, json};
 use sluice_aws::Deadline;
 use sluice_lambda::metrics::Metrics;
-use sluice_lambda::{Context, LambdaEvent};
+use sluice_lambda::{Context, Function, FunctionError, Invocation};
 
 #[path = "support/fake_table.rs"]
 mod fake_table;
@@ -337,7 +337,7 @@ async fn a_validation_error_against_an_existing_map_is_a_permanent_failure() {
         .await
         .unwrap_err();
     assert!(!err.is_retryable());
-    assert_eq!(err.error_type(), "UpdateError");
+    assert_eq!(FunctionError::from(&err).error_type, "Permanent.Update");
     assert_eq!(set_entry.num_calls(), 2, "no endless fallback loop");
     assert!(err.to_string().contains("COUNTER1"), "{err}");
 }
@@ -492,7 +492,7 @@ async fn throttling_until_the_deadline_is_a_retryable_failure() {
         .await
         .unwrap_err();
     assert!(err.is_retryable());
-    assert_eq!(err.error_type(), "TransientUpdateError");
+    assert_eq!(FunctionError::from(&err).error_type, "Retryable.Update");
     assert!(update.num_calls() > 1);
     assert!(!deadline.is_past(), "gave up before the deadline");
 }
@@ -598,7 +598,7 @@ async fn an_error_object_that_cannot_be_written_fails_the_file_for_a_retry() {
         .unwrap_err();
     assert!(matches!(err, MapperError::KeepErrors { .. }), "{err:?}");
     assert!(err.is_retryable());
-    assert_eq!(err.error_type(), "TransientKeepError");
+    assert_eq!(FunctionError::from(&err).error_type, "Retryable.Keep");
 }
 
 #[tokio::test(start_paused = true)]
@@ -620,7 +620,10 @@ async fn a_notification_naming_another_bucket_changes_nothing_and_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, MapperError::ForeignBucket { .. }), "{err:?}");
-    assert_eq!(err.error_type(), "ForeignBucket");
+    assert_eq!(
+        FunctionError::from(&err).error_type,
+        "Permanent.ForeignBucket"
+    );
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("someone-elses-bucket"), "{err}");
     assert_eq!((file.num_calls(), update.num_calls()), (0, 0));
@@ -675,7 +678,10 @@ async fn a_notification_without_a_sequencer_is_rejected_as_unordered() {
         .await
         .unwrap_err();
     assert!(matches!(err, MapperError::Unordered { .. }), "{err:?}");
-    assert_eq!(err.error_type(), "UnorderedUpload");
+    assert_eq!(
+        FunctionError::from(&err).error_type,
+        "Permanent.UnorderedUpload"
+    );
     assert!(!err.is_retryable());
     assert_eq!(file.num_calls(), 0);
 }
@@ -723,7 +729,7 @@ async fn a_failing_read_is_retryable_when_transient() {
         .unwrap_err();
     assert!(matches!(err, MapperError::Read(_)), "{err:?}");
     assert!(err.is_retryable());
-    assert_eq!(err.error_type(), "TransientReadError");
+    assert_eq!(FunctionError::from(&err).error_type, "Retryable.Read");
 }
 
 #[tokio::test(start_paused = true)]
@@ -755,7 +761,10 @@ async fn an_event_that_is_no_s3_notification_is_invalid() {
         .handle(&json!({"hello": "world"}), &a_minute(), &mut metrics())
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "InvalidEvent");
+    assert_eq!(
+        FunctionError::from(&err).error_type,
+        "Permanent.InvalidEvent"
+    );
     assert!(!err.is_retryable());
 }
 
@@ -786,23 +795,21 @@ async fn invoke_handles_the_sample_event_and_reports_errors_with_their_type() {
     let update = mock!(aws_sdk_dynamodb::Client::update_item)
         .then_output(|| UpdateItemOutput::builder().build());
     let mapper = mapper(&[&versioned], &[&update]);
-    let summary = mapper
-        .invoke(LambdaEvent::new(
-            event.clone(),
-            context_with(Duration::from_secs(30)),
-        ))
+    let invocation = || {
+        Invocation::new(
+            &context_with(Duration::from_secs(30)),
+            mapper.answer_margin(),
+        )
+    };
+    let summary = Function::handle(&mapper, event.clone(), &mut invocation())
         .await
         .unwrap();
     assert_eq!(summary.written, 1);
 
-    let err = mapper
-        .invoke(LambdaEvent::new(
-            json!([]),
-            context_with(Duration::from_secs(30)),
-        ))
+    let err = Function::handle(&mapper, json!([]), &mut invocation())
         .await
         .unwrap_err();
-    assert_eq!(err.error_type, "InvalidEvent");
+    assert_eq!(err.error_type, "Permanent.InvalidEvent");
 }
 
 /// Three uploads of one instance's file (S3 sequencers increase with each upload).

@@ -32,9 +32,10 @@ use sluice_aws::{
 use sluice_events::aws_lambda_events::dynamodb::Event;
 use sluice_events::aws_lambda_events::streams::DynamoDbEventResponse;
 use sluice_events::{ChangeKind, compare_sequence_numbers, stream_changes};
-use sluice_lambda::batch::StreamCheckpoint;
+use sluice_lambda::batch::{StreamCheckpoint, UncheckpointableRecord};
+use sluice_lambda::config::Env;
 use sluice_lambda::metrics::Metrics;
-use sluice_lambda::{FunctionError, LambdaEvent};
+use sluice_lambda::{Function, FunctionError, Invocation};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -60,9 +61,46 @@ pub struct Clients {
 #[derive(Debug, thiserror::Error)]
 pub enum ColdStartError {
     #[error("{0}")]
+    Config(#[from] sluice_lambda::config::ConfigError),
+    #[error("{0}")]
     Limits(#[from] LimitsError),
     #[error("reading the counter limits: {0}")]
     LimitsObject(#[from] S3Error),
+}
+
+/// The Lambda function: a partial batch response per stream batch.
+impl Function for Reporter {
+    type Event = Event;
+    type Response = DynamoDbEventResponse;
+    type InitError = ColdStartError;
+
+    fn answer_margin(&self) -> std::time::Duration {
+        self.config.deadline_margin
+    }
+
+    /// Reads and checks the configuration, builds the clients and loads the limits.
+    async fn cold_start() -> Result<Self, ColdStartError> {
+        let config = ReporterConfig::from_env(&Env::from_process())?;
+        let sdk = sluice_aws::clients::load_sdk_config().await;
+        let clients = Clients {
+            s3: sluice_aws::clients::s3(&sdk),
+            dynamodb: sluice_aws::clients::dynamodb(&sdk),
+            sns: sluice_aws::clients::sns(&sdk),
+        };
+        Reporter::with_limits(clients, config).await
+    }
+
+    async fn handle(
+        &self,
+        event: Event,
+        invocation: &mut Invocation,
+    ) -> Result<DynamoDbEventResponse, FunctionError> {
+        let outcome = self
+            .handle(&event, &invocation.deadline, &mut invocation.metrics)
+            .await
+            .inspect_err(|err| tracing::error!(error = %err, "batch failed"))?;
+        Ok(outcome.checkpoint.dynamodb_response())
+    }
 }
 
 /// A failed call whose retries are used up: its code, message and whether a later
@@ -212,13 +250,6 @@ impl RecordFailure {
     }
 }
 
-/// A record without a sequence number cannot be checkpointed: the whole batch fails.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("stream record {event_id} has no sequence number; failing the whole batch")]
-pub struct UncheckpointableRecord {
-    pub event_id: String,
-}
-
 /// The outcome of one batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
@@ -269,7 +300,8 @@ impl Reporter {
     }
 
     /// Reads the limits (inline or from S3) once; invalid limits fail the cold start.
-    pub async fn cold_start(
+    /// The reporter with its limits read (inline or from S3) and parsed.
+    pub async fn with_limits(
         clients: Clients,
         config: ReporterConfig,
     ) -> Result<Reporter, ColdStartError> {
@@ -288,28 +320,6 @@ impl Reporter {
             .unwrap_or_default();
         tracing::info!(rules = limits.len(), "counter limits loaded");
         Ok(Reporter::new(clients, config, limits))
-    }
-
-    /// One Lambda invocation: metrics, deadline, the partial batch response.
-    pub async fn invoke(
-        &self,
-        event: LambdaEvent<Event>,
-    ) -> Result<DynamoDbEventResponse, FunctionError> {
-        let deadline =
-            Deadline::at_epoch_ms(event.context.deadline).with_margin(self.config.deadline_margin);
-        let mut metrics = Metrics::for_function();
-        let result = self.handle(&event.payload, &deadline, &mut metrics).await;
-        metrics.emit();
-        match result {
-            Ok(outcome) => Ok(outcome.checkpoint.dynamodb_response()),
-            Err(err) => {
-                tracing::error!(error = %err, "batch failed");
-                Err(FunctionError::new(
-                    "Permanent.UncheckpointableRecord",
-                    err.to_string(),
-                ))
-            }
-        }
     }
 
     pub async fn handle(

@@ -15,11 +15,12 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use futures::future::join_all;
-use sluice_aws::{Deadline, FailedMessage, OutgoingMessage, SendBatchWriter};
+use sluice_aws::{Backoff, Deadline, FailedMessage, OutgoingMessage, SendBatchWriter};
 use sluice_events::{EnvelopeError, S3Notice, sqs_message_notices};
 use sluice_lambda::batch::SqsFailures;
+use sluice_lambda::config::Env;
 use sluice_lambda::metrics::Metrics;
-use sluice_lambda::{FunctionError, LambdaEvent};
+use sluice_lambda::{Function, FunctionError, Invocation};
 
 use crate::config::Config;
 use crate::crash::{CrashId, CrashKey, Throttle};
@@ -204,6 +205,37 @@ pub fn plan_batch(event: &SqsEvent, config: &Config) -> BatchPlan {
     plan
 }
 
+/// The Lambda function: a partial batch response, never an invocation error (a failed
+/// invocation would redeliver the whole batch, including what was sent).
+impl Function for Router {
+    type Event = SqsEvent;
+    type Response = SqsBatchResponse;
+    type InitError = sluice_lambda::config::ConfigError;
+
+    fn answer_margin(&self) -> std::time::Duration {
+        self.config.deadline_margin
+    }
+
+    /// Reads and checks the configuration and builds the SQS writer.
+    async fn cold_start() -> Result<Self, Self::InitError> {
+        let config = Config::from_env(&Env::from_process())?;
+        let sdk = sluice_aws::clients::load_sdk_config().await;
+        let writer = SendBatchWriter::new(sluice_aws::clients::sqs(&sdk), Backoff::default());
+        Ok(Router::new(config, writer))
+    }
+
+    async fn handle(
+        &self,
+        event: SqsEvent,
+        invocation: &mut Invocation,
+    ) -> Result<SqsBatchResponse, FunctionError> {
+        let failures = self
+            .route_batch(&event, &invocation.deadline, &mut invocation.metrics)
+            .await;
+        Ok(failures.response())
+    }
+}
+
 /// Routes batches: the configuration and the SQS writer.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -214,22 +246,6 @@ pub struct Router {
 impl Router {
     pub fn new(config: Config, writer: SendBatchWriter) -> Self {
         Router { config, writer }
-    }
-
-    /// The Lambda entry point: a partial batch response, never an invocation error
-    /// (a failed invocation would redeliver the whole batch, including what was sent).
-    pub async fn handle(
-        &self,
-        event: LambdaEvent<SqsEvent>,
-    ) -> Result<SqsBatchResponse, FunctionError> {
-        let deadline =
-            Deadline::at_epoch_ms(event.context.deadline).with_margin(self.config.deadline_margin);
-        let mut metrics = Metrics::for_function();
-        let failures = self
-            .route_batch(&event.payload, &deadline, &mut metrics)
-            .await;
-        metrics.emit();
-        Ok(failures.response())
     }
 
     /// Plans and sends one batch; returns the messages to redeliver and counts into

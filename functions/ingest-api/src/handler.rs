@@ -140,7 +140,10 @@ impl Function for Ingest {
     type Event = ApiGatewayProxyRequest;
     type Response = ApiGatewayProxyResponse;
     type InitError = ConfigError;
-    const ANSWER_MARGIN: Duration = ANSWER_MARGIN;
+
+    fn answer_margin(&self) -> Duration {
+        ANSWER_MARGIN
+    }
 
     async fn cold_start() -> Result<Self, ConfigError> {
         let config = IngestConfig::from_env(&Env::from_process())?;

@@ -63,7 +63,9 @@ impl sluice_lambda::Function for Archiver {
     type Response = KinesisEventResponse;
     type InitError = ConfigError;
     /// Kept back to answer the event source mapping.
-    const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+    fn answer_margin(&self) -> Duration {
+        Duration::from_secs(1)
+    }
 
     async fn cold_start() -> Result<Self, ConfigError> {
         let config = ArchiverConfig::from_env(&Env::from_process())?;
@@ -98,7 +100,7 @@ impl Archiver {
         let threads = sluice_codec::threads(self.config.threads);
         let records = kinesis_records_from_json_on(event, threads).map_err(|e| {
             tracing::error!(error = %e, "batch is not a readable Kinesis event");
-            FunctionError::new("InvalidKinesisEvent", e.to_string())
+            FunctionError::permanent("InvalidEvent", e.to_string())
         })?;
         let mut checkpoint = StreamCheckpoint::new();
         let mut stopped = false;
@@ -498,7 +500,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.error_type, "InvalidKinesisEvent");
+        assert_eq!(err.error_type, "Permanent.InvalidEvent");
         assert!(err.message.contains("1003"), "{}", err.message);
         assert_eq!(rule.num_calls(), 0);
     }

@@ -12,7 +12,7 @@ pub struct Reason {
     /// `RetriesExhausted`, `EventAgeExceeded`, `RetryAttemptsExhausted`, `RecordAgeExceeded`, …
     #[serde(skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
-    /// The function's `errorType` (`S3Error`, `TransientUpdateError`, …), when it failed.
+    /// The function's `errorType` (`Retryable.S3`, `Permanent.InvalidEvent`, …), when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,14 +219,14 @@ mod tests {
         let payload = json!({"Records": [{"eventSource": "aws:s3"}]});
         let failure = parse_async_failure(&async_record(
             payload.clone(),
-            "S3Error",
+            "Permanent.S3",
             "AccessDenied on GetObject",
         ))
         .unwrap();
         assert_eq!(failure.payload, payload);
         assert_eq!(
             failure.reason.to_string(),
-            "S3Error: AccessDenied on GetObject (RetriesExhausted, 3 attempts)"
+            "Permanent.S3: AccessDenied on GetObject (RetriesExhausted, 3 attempts)"
         );
     }
 

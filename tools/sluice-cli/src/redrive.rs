@@ -321,7 +321,6 @@ enum Attempt {
 /// policy is fixed), are worth a redrive.
 const EVENT_DEFECTS: &[&str] = &[
     "InvalidEvent",
-    "InvalidKinesisEvent",
     "ForeignBucket",
     "UnversionedObject",
     "UnknownSource",

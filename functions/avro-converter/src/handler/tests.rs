@@ -541,7 +541,7 @@ async fn a_transient_read_failure_fails_the_invocation_for_a_retry() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     let function_error = FunctionError::from(err);
-    assert_eq!(function_error.error_type, "TransientS3Error");
+    assert_eq!(function_error.error_type, "Retryable.S3");
     assert!(
         function_error.message.contains("SlowDown"),
         "{function_error}"
@@ -558,8 +558,8 @@ async fn a_permanent_read_failure_fails_the_invocation_without_retry_value() {
         .await
         .unwrap_err();
     assert!(!err.is_retryable());
-    assert_eq!(err.error_type(), "S3Error");
     assert!(err.to_string().contains("AccessDenied"), "{err}");
+    assert_eq!(FunctionError::from(err).error_type, "Permanent.S3");
 }
 
 #[tokio::test(start_paused = true)]
@@ -655,8 +655,11 @@ async fn an_event_that_is_not_an_s3_notification_fails_as_invalid() {
         .handle_event(&json!({"detail": "nope"}), deadline())
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "InvalidEvent");
     assert!(!err.is_retryable());
+    assert_eq!(
+        FunctionError::from(err).error_type,
+        "Permanent.InvalidEvent"
+    );
 }
 
 #[test]

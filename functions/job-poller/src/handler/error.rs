@@ -90,11 +90,6 @@ impl PollerError {
 
 impl From<PollerError> for FunctionError {
     fn from(e: PollerError) -> Self {
-        let class = if e.is_retryable() {
-            "Retryable"
-        } else {
-            "Permanent"
-        };
-        FunctionError::new(format!("{class}.{}", e.kind()), e.to_string())
+        FunctionError::classed(e.is_retryable(), e.kind(), e.to_string())
     }
 }

@@ -120,7 +120,7 @@ async fn each_input_the_filter_passes_is_converted_again_once_and_counted() {
             .unwrap()
             .to_owned();
         if key.contains("b.json") {
-            return Err(("TransientS3Error".into(), "SlowDown".into()));
+            return Err(("Retryable.S3".into(), "SlowDown".into()));
         }
         Ok(
             json!({"objects": [{"outcome": "converted", "bucket": "raw", "key": key, "records": 10,
@@ -164,9 +164,7 @@ async fn each_input_the_filter_passes_is_converted_again_once_and_counted() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["incoming/a.json.snappy", "incoming/b.json.snappy"]);
-    assert!(
-        render(&report).contains("FAILED   incoming/b.json.snappy: TransientS3Error: SlowDown")
-    );
+    assert!(render(&report).contains("FAILED   incoming/b.json.snappy: Retryable.S3: SlowDown"));
 }
 
 #[tokio::test]

@@ -115,18 +115,18 @@ fn avro_failures() -> Vec<String> {
     vec![
         async_record(
             s3_event("raw", "incoming/a.json.snappy"),
-            "S3Error",
+            "Permanent.S3",
             "AccessDenied",
         ),
         // The same event again (a duplicated notification that failed twice).
         async_record(
             s3_event("raw", "incoming/a.json.snappy"),
-            "S3Error",
+            "Permanent.S3",
             "AccessDenied",
         ),
         async_record(
             s3_event("raw", "incoming/still-broken.json.snappy"),
-            "S3Error",
+            "Permanent.S3",
             "AccessDenied",
         ),
         async_record(
@@ -144,7 +144,7 @@ fn converter(invocations: &Invocations) -> Rule {
             .as_str()
             .unwrap_or("");
         if key.contains("still-broken") {
-            Err(("S3Error".into(), "AccessDenied: GetObject".into()))
+            Err(("Permanent.S3".into(), "AccessDenied: GetObject".into()))
         } else {
             Ok(
                 json!({"objects": [{"outcome": "converted", "bucket": "raw", "key": key,
@@ -212,7 +212,7 @@ async fn async_failures_are_reinvoked_with_their_event_and_leave_the_queue_only_
         .iter()
         .find(|i| i.outcome == Outcome::FailedAgain)
         .unwrap();
-    assert_eq!(failed.detail, "S3Error: AccessDenied: GetObject");
+    assert_eq!(failed.detail, "Permanent.S3: AccessDenied: GetObject");
     let done = path
         .items
         .iter()
@@ -299,7 +299,7 @@ async fn mapper_events_naming_another_bucket_are_skipped_and_sns_deliveries_redr
         vec![
             async_record(
                 sns("counters", "counters/2026-11-22/values_i-1"),
-                "TransientUpdateError",
+                "Retryable.Update",
                 "throttled",
             ),
             async_record(
@@ -371,7 +371,7 @@ fn an_event_the_function_refused_as_such_is_not_worth_a_redrive() {
     );
     // Permanent only until someone fixes the cause: redriven.
     assert_eq!(refused_event(&reason("Permanent.JobsTable")), None);
-    assert_eq!(refused_event(&reason("S3Error")), None);
+    assert_eq!(refused_event(&reason("Permanent.S3")), None);
     assert_eq!(refused_event(&crate::parked::Reason::default()), None);
 }
 

@@ -75,13 +75,13 @@ fn every_parked_kind_says_why_and_what_about() {
         &avro,
         &held(async_record(
             s3_event("raw", "incoming/a+b.json.snappy"),
-            "S3Error",
+            "Permanent.S3",
             "AccessDenied on GetObject",
         )),
     );
     assert_eq!(
         why,
-        "S3Error: AccessDenied on GetObject (RetriesExhausted, 3 attempts)"
+        "Permanent.S3: AccessDenied on GetObject (RetriesExhausted, 3 attempts)"
     );
     assert_eq!(what.as_deref(), Some("s3://raw/incoming/a b.json.snappy"));
 
@@ -139,7 +139,7 @@ async fn status_counts_what_each_path_holds_with_the_oldest_items_reason() {
                 "m-new",
                 &async_record(
                     s3_event("raw", "incoming/new.json.snappy"),
-                    "S3Error",
+                    "Permanent.S3",
                     "SlowDown",
                 ),
             );
@@ -147,7 +147,7 @@ async fn status_counts_what_each_path_holds_with_the_oldest_items_reason() {
                 "m-old",
                 &async_record(
                     s3_event("raw", "incoming/old.json.snappy"),
-                    "S3Error",
+                    "Permanent.S3",
                     "AccessDenied",
                 ),
             );
@@ -252,7 +252,7 @@ async fn status_counts_what_each_path_holds_with_the_oldest_items_reason() {
     assert_eq!(avro.parked, 2);
     assert_eq!(
         avro.oldest_reason.as_deref(),
-        Some("S3Error: AccessDenied (RetriesExhausted, 3 attempts)")
+        Some("Permanent.S3: AccessDenied (RetriesExhausted, 3 attempts)")
     );
     assert_eq!(
         avro.oldest_subject.as_deref(),
