@@ -39,7 +39,7 @@ use aws_sdk_lambda::types::InvocationType;
 use aws_smithy_types::Blob;
 use serde_json::Value;
 use sluice_aws::retry::{Backoff, Deadline, error_code, is_transient, retry_sdk_call};
-use sluice_lambda::{FunctionError, LambdaEvent};
+use sluice_lambda::FunctionError;
 
 use crate::config::Config;
 use crate::event::PollerEvent;
@@ -50,21 +50,18 @@ pub use self::error::PollerError;
 pub use self::notify::Notification;
 pub use self::summary::{Action, JobReport, Summary};
 
-/// Kept after every AWS call's deadline for answering the runtime.
-const RESPONSE_RESERVE: Duration = Duration::from_millis(300);
+/// Kept after every AWS call's deadline for answering the runtime: the function's
+/// answer margin, so [`Invocation::deadline`] is already this much before the runtime's.
+pub(crate) const RESPONSE_RESERVE: Duration = Duration::from_millis(300);
 /// Retries of one job API call (on top of the poll interval).
 const API_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), 2.0);
 /// Retries of SNS publish and Lambda invoke beyond the SDK's own.
 const AWS_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 2.0);
 
 /// What one invocation is: who it is (request id, for turn ownership), how to invoke
-/// itself again, and when it must be done.
-#[derive(Debug, Clone)]
-pub struct Invocation {
-    pub request_id: String,
-    pub function_arn: String,
-    pub deadline: Deadline,
-}
+/// itself again (its ARN), and when its work must be done (the runtime's deadline less
+/// [`RESPONSE_RESERVE`], applied by `sluice_lambda::serve`); its metrics.
+pub use sluice_lambda::Invocation;
 
 /// The turn one invocation holds on one job.
 #[derive(Debug, Clone)]
@@ -114,17 +111,16 @@ impl<A: JobApi> Poller<A> {
         }
     }
 
-    /// One Lambda invocation: the event handled, its metrics emitted; a failure is
-    /// logged and answered with its `errorType`.
-    pub async fn invoke(&self, event: LambdaEvent<Value>) -> Result<Summary, FunctionError> {
-        let invocation = Invocation {
-            request_id: event.context.request_id.clone(),
-            function_arn: event.context.invoked_function_arn.clone(),
-            deadline: Deadline::at_epoch_ms(event.context.deadline),
-        };
-        match self.handle(&event.payload, &invocation).await {
+    /// One Lambda invocation: the event handled and its counts added to the invocation's
+    /// metrics; a failure is logged and answered with its `errorType`.
+    pub async fn invoke(
+        &self,
+        event: &Value,
+        inv: &mut Invocation,
+    ) -> Result<Summary, FunctionError> {
+        match self.handle(event, inv).await {
             Ok(summary) => {
-                summary.emit_metrics();
+                summary.count_into(&mut inv.metrics);
                 Ok(summary)
             }
             Err(e) => {
@@ -166,12 +162,16 @@ impl<A: JobApi> Poller<A> {
         }
     }
 
+    /// Every AWS call's deadline: the invocation's (the runtime's less RESPONSE_RESERVE).
     fn work_deadline(&self, inv: &Invocation) -> Deadline {
-        inv.deadline.with_margin(RESPONSE_RESERVE)
+        inv.deadline
     }
 
+    /// Polling stops `SAFETY_MARGIN_MS` before the runtime's deadline (never after the
+    /// work deadline).
     fn poll_deadline(&self, inv: &Invocation) -> Deadline {
-        inv.deadline.with_margin(self.config.safety_margin)
+        inv.deadline
+            .with_margin(self.config.safety_margin.saturating_sub(RESPONSE_RESERVE))
     }
 
     /// When this invocation's lease on a turn it claims now ends (epoch ms): its
@@ -179,7 +179,8 @@ impl<A: JobApi> Poller<A> {
     /// (Lambda stops an invocation at its deadline), so a redriven or retried event
     /// may take the job over.
     fn lease_until(&self, inv: &Invocation) -> u64 {
-        let left = u64::try_from(inv.deadline.remaining().as_millis()).unwrap_or(u64::MAX);
+        let left = u64::try_from((inv.deadline.remaining() + RESPONSE_RESERVE).as_millis())
+            .unwrap_or(u64::MAX);
         let grace = u64::try_from(self.config.lease_grace.as_millis()).unwrap_or(u64::MAX);
         (self.now_ms)().saturating_add(left).saturating_add(grace)
     }

@@ -61,3 +61,26 @@ pub async fn cold_start() -> Result<DeployedPoller, String> {
         system_now_ms,
     ))
 }
+
+/// The deployed poller is the function `sluice_lambda::serve` runs.
+impl sluice_lambda::Function for DeployedPoller {
+    type Event = serde_json::Value;
+    type Response = handler::Summary;
+    type InitError = String;
+
+    fn answer_margin(&self) -> std::time::Duration {
+        handler::RESPONSE_RESERVE
+    }
+
+    async fn cold_start() -> Result<Self, String> {
+        crate::cold_start().await
+    }
+
+    async fn handle(
+        &self,
+        event: serde_json::Value,
+        invocation: &mut sluice_lambda::Invocation,
+    ) -> Result<handler::Summary, sluice_lambda::FunctionError> {
+        self.invoke(&event, invocation).await
+    }
+}

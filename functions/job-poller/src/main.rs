@@ -1,11 +1,7 @@
-//! job-poller entry point: cold start once, then serve; [`job_poller`] decides.
-
-use serde_json::Value;
-use sluice_lambda::{Error, LambdaEvent};
+//! job-poller entry point: the lifecycle serves [`job_poller::DeployedPoller`] (its cold
+//! start reads the configuration, builds the clients and reads the API token once).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    let poller = sluice_lambda::init(job_poller::cold_start().await).await?;
-    let poller = &poller;
-    sluice_lambda::run(move |event: LambdaEvent<Value>| poller.invoke(event)).await
+async fn main() -> Result<(), sluice_lambda::Error> {
+    sluice_lambda::serve::<job_poller::DeployedPoller>().await
 }

@@ -53,8 +53,7 @@ pub struct Summary {
 impl Summary {
     /// One count per job under its action's metric name, and one `Outcome.<STATE>`
     /// per outcome this invocation notified.
-    pub fn emit_metrics(&self) {
-        let mut metrics = Metrics::for_function();
+    pub fn count_into(&self, metrics: &mut Metrics) {
         for job in &self.jobs {
             let name = match job.action {
                 Action::Skipped => "Skipped",
@@ -76,7 +75,6 @@ impl Summary {
                 metrics.count(&format!("Outcome.{outcome}"), 1);
             }
         }
-        metrics.emit();
     }
 }
 

@@ -26,6 +26,7 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use serde_json::json;
+use sluice_lambda::metrics::Metrics;
 use tokio::time::Instant;
 
 use super::*;
@@ -65,10 +66,13 @@ fn fixed_now() -> u64 {
 }
 
 fn invocation(timeout: Duration) -> Invocation {
+    // As `serve` builds it: the runtime's deadline (`timeout` from now) less the answer
+    // margin.
     Invocation {
         request_id: ME.to_owned(),
         function_arn: FUNCTION.to_owned(),
-        deadline: Deadline::after(timeout),
+        deadline: Deadline::after(timeout).with_margin(RESPONSE_RESERVE),
+        metrics: Metrics::new("sluice", "job-poller"),
     }
 }
 
