@@ -8,11 +8,13 @@
 
 use std::cmp::Ordering;
 
+use aws_lambda_events::event::dynamodb::Event as DynamoDbEvent;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_lambda_events::event::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisEventResponse,
 };
-use sluice_events::compare_sequence_numbers;
+use serde::de::DeserializeOwned;
+use sluice_events::{StreamChange, compare_sequence_numbers, stream_changes};
 
 /// A stream record without a sequence number cannot be checkpointed: the whole batch
 /// fails (Lambda retries it, bisecting), as `Permanent.UncheckpointableRecord`.
@@ -25,6 +27,57 @@ pub struct UncheckpointableRecord {
 impl From<UncheckpointableRecord> for crate::FunctionError {
     fn from(err: UncheckpointableRecord) -> Self {
         crate::FunctionError::permanent("UncheckpointableRecord", err.to_string())
+    }
+}
+
+/// A DynamoDB stream record as a handler gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamRecord<T> {
+    /// Read, its images as `T`.
+    Change(StreamChange<T>),
+    /// Not readable: its sequence number (to report it as failed) and why.
+    Unreadable {
+        sequence_number: String,
+        message: String,
+    },
+}
+
+/// Every record of a DynamoDB stream batch, in order, its images read as `T`. A record
+/// that cannot be read and has no sequence number cannot be reported as failed: the
+/// batch fails whole ([`UncheckpointableRecord`]).
+pub fn dynamodb_stream_records<T: DeserializeOwned>(
+    event: &DynamoDbEvent,
+) -> Result<Vec<StreamRecord<T>>, UncheckpointableRecord> {
+    event
+        .records
+        .iter()
+        .zip(stream_changes::<T>(event))
+        .map(|(record, change)| match change {
+            Ok(change) => Ok(StreamRecord::Change(change)),
+            Err(err) => match record.change.sequence_number.clone() {
+                Some(sequence_number) => Ok(StreamRecord::Unreadable {
+                    sequence_number,
+                    message: err.to_string(),
+                }),
+                None => Err(UncheckpointableRecord {
+                    event_id: record.event_id.clone(),
+                }),
+            },
+        })
+        .collect()
+}
+
+/// A DynamoDB stream batch's answer: the partial batch response of its checkpoint, or,
+/// when a record could not be checkpointed, the whole batch failed (logged).
+pub fn dynamodb_answer(
+    checkpoint: Result<StreamCheckpoint, UncheckpointableRecord>,
+) -> Result<DynamoDbEventResponse, crate::FunctionError> {
+    match checkpoint {
+        Ok(checkpoint) => Ok(checkpoint.dynamodb_response()),
+        Err(err) => {
+            tracing::error!(error = %err, "batch failed");
+            Err(err.into())
+        }
     }
 }
 
@@ -116,6 +169,76 @@ impl SqsFailures {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+    struct Counter {
+        value: i64,
+    }
+
+    fn dynamodb_event(records: serde_json::Value) -> DynamoDbEvent {
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    fn record(
+        event_id: &str,
+        sequence_number: Option<&str>,
+        value: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut change = json!({
+            "Keys": {"pk": {"S": "c"}},
+            "NewImage": {"value": value},
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            "SizeBytes": 10
+        });
+        if let Some(seq) = sequence_number {
+            change["SequenceNumber"] = json!(seq);
+        }
+        json!({"eventID": event_id, "eventName": "INSERT", "eventSource": "aws:dynamodb",
+               "awsRegion": "us-east-1", "dynamodb": change})
+    }
+
+    #[test]
+    fn stream_records_keep_an_unreadable_record_with_its_sequence_number_and_why() {
+        let event = dynamodb_event(json!([
+            record("e1", Some("100"), json!({"N": "7"})),
+            record("e2", Some("200"), json!({"S": "seven"})),
+        ]));
+        let records = dynamodb_stream_records::<Counter>(&event).unwrap();
+        assert_eq!(records.len(), 2);
+        let StreamRecord::Change(change) = &records[0] else {
+            panic!("{:?}", records[0]);
+        };
+        assert_eq!(change.new_image, Some(Counter { value: 7 }));
+        let StreamRecord::Unreadable {
+            sequence_number,
+            message,
+        } = &records[1]
+        else {
+            panic!("{:?}", records[1]);
+        };
+        assert_eq!(sequence_number, "200");
+        assert!(!message.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_record_without_a_sequence_number_fails_the_batch_as_permanent() {
+        let event = dynamodb_event(json!([
+            record("e1", Some("100"), json!({"N": "7"})),
+            record("e2", None, json!({"N": "8"})),
+        ]));
+        let err = dynamodb_stream_records::<Counter>(&event).unwrap_err();
+        assert_eq!(err.event_id, "e2");
+        let answer = dynamodb_answer(Err(err)).unwrap_err();
+        assert_eq!(answer.error_type, "Permanent.UncheckpointableRecord");
+
+        let mut checkpoint = StreamCheckpoint::new();
+        checkpoint.fail("100");
+        let answer = dynamodb_answer(Ok(checkpoint)).unwrap();
+        assert_eq!(
+            serde_json::to_value(answer).unwrap(),
+            json!({"batchItemFailures": [{"itemIdentifier": "100"}]})
+        );
+    }
 
     #[test]
     fn reports_lowest_failed_sequence_number_as_the_only_kinesis_failure() {

@@ -57,8 +57,11 @@ use sluice_aws::{Backoff, Deadline, DynamoError, UpdateOutcome, get_item, update
 use sluice_counters::{AggregateItem, ShardKey, SumOverflow};
 use sluice_events::aws_lambda_events::dynamodb::Event;
 use sluice_events::aws_lambda_events::streams::DynamoDbEventResponse;
-use sluice_events::{ChangeKind, compare_sequence_numbers, stream_changes};
-use sluice_lambda::batch::{StreamCheckpoint, UncheckpointableRecord};
+use sluice_events::{ChangeKind, compare_sequence_numbers};
+use sluice_lambda::batch::{
+    StreamCheckpoint, StreamRecord, UncheckpointableRecord, dynamodb_answer,
+    dynamodb_stream_records,
+};
 use sluice_lambda::config::Env;
 use sluice_lambda::metrics::Metrics;
 use sluice_lambda::{Function, FunctionError, Invocation};
@@ -280,9 +283,8 @@ impl Function for Aggregator {
     ) -> Result<DynamoDbEventResponse, FunctionError> {
         let outcome = self
             .handle(&event, &invocation.deadline, &mut invocation.metrics)
-            .await
-            .inspect_err(|err| tracing::error!(error = %err, "batch failed"))?;
-        Ok(outcome.checkpoint.dynamodb_response())
+            .await;
+        dynamodb_answer(outcome.map(|o| o.checkpoint))
     }
 }
 
@@ -311,22 +313,16 @@ impl Aggregator {
         let mut latest: HashMap<(String, ShardKey), Latest> = HashMap::new();
         metrics.count("Records", event.records.len() as u64);
 
-        for (record, change) in event
-            .records
-            .iter()
-            .zip(stream_changes::<InstanceItem>(event))
-        {
-            let change = match change {
-                Ok(change) => change,
-                Err(err) => {
-                    let Some(sequence_number) = record.change.sequence_number.clone() else {
-                        return Err(UncheckpointableRecord {
-                            event_id: record.event_id.clone(),
-                        });
-                    };
+        for record in dynamodb_stream_records::<InstanceItem>(event)? {
+            let change = match record {
+                StreamRecord::Change(change) => change,
+                StreamRecord::Unreadable {
+                    sequence_number,
+                    message,
+                } => {
                     outcome.failures.push(RecordFailure::Unreadable {
                         sequence_number,
-                        message: err.to_string(),
+                        message,
                     });
                     continue;
                 }

@@ -31,8 +31,11 @@ use sluice_aws::{
 };
 use sluice_events::aws_lambda_events::dynamodb::Event;
 use sluice_events::aws_lambda_events::streams::DynamoDbEventResponse;
-use sluice_events::{ChangeKind, compare_sequence_numbers, stream_changes};
-use sluice_lambda::batch::{StreamCheckpoint, UncheckpointableRecord};
+use sluice_events::{ChangeKind, compare_sequence_numbers};
+use sluice_lambda::batch::{
+    StreamCheckpoint, StreamRecord, UncheckpointableRecord, dynamodb_answer,
+    dynamodb_stream_records,
+};
 use sluice_lambda::config::Env;
 use sluice_lambda::metrics::Metrics;
 use sluice_lambda::{Function, FunctionError, Invocation};
@@ -97,9 +100,8 @@ impl Function for Reporter {
     ) -> Result<DynamoDbEventResponse, FunctionError> {
         let outcome = self
             .handle(&event, &invocation.deadline, &mut invocation.metrics)
-            .await
-            .inspect_err(|err| tracing::error!(error = %err, "batch failed"))?;
-        Ok(outcome.checkpoint.dynamodb_response())
+            .await;
+        dynamodb_answer(outcome.map(|o| o.checkpoint))
     }
 }
 
@@ -331,22 +333,16 @@ impl Reporter {
         let mut outcome = BatchOutcome::default();
         metrics.count("Records", event.records.len() as u64);
         let mut by_key: BTreeMap<(String, String), Vec<Change>> = BTreeMap::new();
-        for (record, change) in event
-            .records
-            .iter()
-            .zip(stream_changes::<AggregateItem>(event))
-        {
-            let change = match change {
-                Ok(change) => change,
-                Err(err) => {
-                    let Some(sequence_number) = record.change.sequence_number.clone() else {
-                        return Err(UncheckpointableRecord {
-                            event_id: record.event_id.clone(),
-                        });
-                    };
+        for record in dynamodb_stream_records::<AggregateItem>(event)? {
+            let change = match record {
+                StreamRecord::Change(change) => change,
+                StreamRecord::Unreadable {
+                    sequence_number,
+                    message,
+                } => {
                     outcome.failures.push(RecordFailure::Unreadable {
                         sequence_number,
-                        message: err.to_string(),
+                        message,
                     });
                     continue;
                 }
