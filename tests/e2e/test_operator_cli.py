@@ -274,7 +274,7 @@ def test_status_shows_what_failures_parked_and_redrive_brings_each_through_once(
     assert "RetryAttemptsExhausted" in reasons[("counter-aggregator", "failure queue")]
     assert "DLQ" in reasons[("crash-router", "DLQ")] or "not an S3 notification" in reasons[("crash-router", "DLQ")]
     if not baseline.get(("avro-converter", "failure queue")):
-        assert any(t in reasons[("avro-converter", "failure queue")] for t in ("Permanent.S3", "Permanent.InvalidEvent")), reasons
+        assert any(t in reasons[("avro-converter", "failure queue")] for t in ("Retryable.S3", "Permanent.S3", "Permanent.InvalidEvent")), reasons
     if not baseline.get(("counter-mapper", "failure queue")):
         assert "Permanent.Read" in reasons[("counter-mapper", "failure queue")], reasons
         assert tag in got[("counter-mapper", "failure queue")]["oldest_subject"]
