@@ -308,6 +308,22 @@ fn alerts(world: &Shared) -> Vec<AlertMessage> {
 }
 
 #[tokio::test]
+async fn the_sample_removal_is_counted_and_touches_nothing() {
+    let world = Shared::default();
+    let reporter = reporter(&world, "[]");
+    let event: Value = serde_json::from_str(include_str!(
+        "../../../events/counter-reporter/stream-remove.json"
+    ))
+    .unwrap();
+    let outcome = run(&reporter, event["Records"].as_array().unwrap().clone()).await;
+    assert_eq!(outcome.removed, 1);
+    assert!(outcome.checkpoint.is_clean(), "{:?}", outcome.failures);
+    // No snapshot written, no alert published.
+    assert!(world.lock().unwrap().objects.is_empty());
+    assert!(alerts(&world).is_empty());
+}
+
+#[tokio::test]
 async fn a_new_day_is_seeded_from_the_table_and_written_if_absent() {
     let world = Shared::default();
     world.lock().unwrap().table = vec![item("C0", 3, 1), item("C1", 10, 1)];
