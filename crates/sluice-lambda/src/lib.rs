@@ -91,8 +91,10 @@ async fn report_init_error(message: &str) {
 ///   event is malformed or not the function's, or a permission or resource is missing).
 ///
 /// `<Kind>` names what failed (`S3`, `InvalidEvent`, `JobsTable`, …). The constructors are
-/// the only way to build one, so no other shape can appear.
+/// the only way to build one outside this crate (`non_exhaustive` forbids a struct
+/// literal there), so no other shape can appear.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FunctionError {
     pub error_type: String,
     pub message: String,
